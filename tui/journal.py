@@ -119,7 +119,7 @@ def segment_record(segment: Segment) -> dict[str, Any]:
         "text": segment.text,
         "start_s": round(segment.start_s, 6),
         "end_s": round(segment.end_s, 6),
-        "wall_time": segment.wall_time or time.time(),  # when it was journaled, if not set
+        "wall_time": segment.wall_time,
         "delay_ms": segment.delay_ms,
         "language": segment.language,
         "source": segment.source,
@@ -324,7 +324,9 @@ class Journal:
                 return AppendResult.DUPLICATE
             self._indices.add(segment.index)
             self._last_audio_s = max(self._last_audio_s, segment.end_s)
-            return self._submit(segment_record(segment))
+            record = segment_record(segment)
+            record["wall_time"] = segment.wall_time or time.time()  # when it was journaled, if unset
+            return self._submit(record)
 
     def add_mark(self, kind: str, audio_s: float, **details: Any) -> AppendResult:
         """Journal a mark (kind in MARK_KINDS), e.g. ``add_mark("delay_change", 12.3, to_ms=960)``."""
