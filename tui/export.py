@@ -77,6 +77,9 @@ def build_cues(segments: Sequence[Segment], *, max_chars: int = MAX_CUE_CHARS,
         duration_s = (end_ms - start_ms) / 1000
         parts = max(math.ceil(len(text) / max_chars), math.ceil(duration_s / max_duration_s), 1)
         runs = _split_words(words, min(parts, len(words)))
+        while parts < len(words) and max(len(" ".join(run)) for run in runs) > max_chars:
+            parts += 1  # balanced runs came out too long for one cue: use one more
+            runs = _split_words(words, parts)
         weights = [sum(len(w) + 1 for w in run) for run in runs]
         done = 0
         for run, weight in zip(runs, weights, strict=True):
