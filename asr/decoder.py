@@ -1,0 +1,92 @@
+"""Language decoder with Ada RMS-norm delay conditioning and a tied output head.
+
+Input at every position p is ``E[token_p] + A_p`` (additive audio fusion; A is the adapter output
+for audio token p). Layers are pre-norm with GQA sliding-window attention (window 8192) and a
+SwiGLU FFN whose input is scaled by ``1 + ada_l(t_cond)``, a per-layer constant for a given delay.
+Logits are ``RMSNorm(h) @ E^T``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr.cache import RingKVCache
+from asr.config import DecoderConfig
+from asr.layers import CachedAttention, RMSNorm, Rotary, SwiGLU
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = CachedAttention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, biases=False)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = SwiGLU(cfg.dim, cfg.hidden_dim, w2_bias=False)
+        # Bottleneck MLP of the delay embedding (".0" and ".2"; ".1" is the GELU).
+        self.ada_rms_norm_t_cond = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ada_dim, bias=False),
+            nn.GELU(),
+            nn.Linear(cfg.ada_dim, cfg.dim, bias=False),
+        )
+
+
+def delay_embedding(delay_tokens: int, dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Sinusoidal embedding of the scalar delay n: [cos(n w_k)]_k then [sin(n w_k)]_k, w_k = 1e4^(-2k/dim).
+
+    Formed in the model dtype, as the reference does, so bf16 runs see the same rounding.
+    """
+    half = dim // 2
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device="cpu") / half)
+    t = torch.full((1,), float(delay_tokens), dtype=dtype, device=device)
+    angles = t * inv_freq.to(device=device, dtype=dtype)  # [half]
+    return torch.cat((angles.cos(), angles.sin()))  # [dim]
+
+
+class TextDecoder(nn.Module):
+    """The decoder, its modules named as in the original checkpoint (tok_embeddings, layers, norm)."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+
+    def new_cache(self, batch: int, dtype: torch.dtype, device: torch.device) -> RingKVCache:
+        c = self.cfg
+        return RingKVCache(c.n_layers, batch, c.n_kv_heads, c.sliding_window, c.head_dim, dtype, device)
+
+    def ada_scales(self, delay_tokens: int) -> torch.Tensor:
+        """Per-layer FFN input scales ``1 + ada_l(t_cond)`` for a delay: [n_layers, dim]. Compute once."""
+        w = self.norm.weight
+        t_cond = delay_embedding(delay_tokens, self.cfg.dim, w.dtype, w.device)
+        return torch.stack([1 + layer.ada_rms_norm_t_cond(t_cond) for layer in self.layers])
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T] int64 -> [B, T, dim]."""
+        return self.tok_embeddings(tokens)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        cache: RingKVCache,
+        ada_scales: torch.Tensor,
+    ) -> torch.Tensor:
+        """x [B, T, dim] (token + audio embeddings) at absolute ``positions`` [T] -> logits [B, vocab]
+        of the last position."""
+        cos, sin = self.rotary.cos_sin(positions, x.dtype)
+        key_pos = cache.begin(positions)
+        mask = cache.mask(positions, key_pos)
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = h + layer.attention(layer.attention_norm(h), cos, sin, mask, cache, i)
+            h = h + layer.feed_forward(layer.ffn_norm(h) * ada_scales[i])
+        cache.commit()
+        last = self.norm(h[:, -1])  # [B, dim]
+        return F.linear(last, self.tok_embeddings.weight)  # tied head: [B, vocab]

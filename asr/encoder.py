@@ -1,0 +1,106 @@
+"""Causal audio encoder ("whisper_encoder") and the adapter to the decoder width.
+
+mel [B, 128, 8n] -> conv stem (causal, left padding only, state carried between chunks)
+-> [B, 4n, 1280] at 50 Hz -> 32 pre-norm layers with sliding-window (750) attention
+-> final norm -> group 4 frames -> [B, n, 5120] -> Linear, GELU, Linear -> [B, n, 3072].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr.cache import RingKVCache
+from asr.config import EncoderConfig, ModelConfig
+from asr.layers import CachedAttention, RMSNorm, Rotary, SwiGLU
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel_size=3, stride=stride)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = CachedAttention(cfg.dim, cfg.n_heads, cfg.n_heads, cfg.head_dim, biases=True)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = SwiGLU(cfg.dim, cfg.hidden_dim, w2_bias=True)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+
+class ConvState:
+    """What the causal convs need from the previous chunk: 2 mel frames and 1 conv1 output."""
+
+    def __init__(self, batch: int, n_mels: int, dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.mel_tail = torch.zeros(batch, n_mels, 2, dtype=dtype, device=device)  # conv1 left context
+        self.conv1_tail = torch.zeros(batch, dim, 1, dtype=dtype, device=device)  # conv2 left context
+
+
+class AudioEncoder(nn.Module):
+    """The causal encoder; attribute names follow the original checkpoint (``whisper_encoder.*``)."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.conv_layers = nn.ModuleList([ConvLayer(cfg.n_mels, cfg.dim, 1), ConvLayer(cfg.dim, cfg.dim, 2)])
+        self.transformer = Transformer(cfg)
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+
+    def new_conv_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> ConvState:
+        return ConvState(batch, self.cfg.n_mels, self.cfg.dim, dtype, device)
+
+    def new_cache(self, batch: int, dtype: torch.dtype, device: torch.device) -> RingKVCache:
+        c = self.cfg
+        return RingKVCache(c.n_layers, batch, c.n_heads, c.sliding_window, c.head_dim, dtype, device)
+
+    def stem(self, mel: torch.Tensor, state: ConvState) -> torch.Tensor:
+        """mel [B, 128, 2m] (new frames only) -> [B, m, dim], carrying the conv state."""
+        conv1, conv2 = self.conv_layers[0].conv, self.conv_layers[1].conv
+        x = torch.cat((state.mel_tail, mel), dim=-1)  # [B, 128, 2 + 2m]
+        state.mel_tail = x[..., -2:]
+        h = F.gelu(conv1(x))  # [B, dim, 2m]
+        h = torch.cat((state.conv1_tail, h), dim=-1)  # [B, dim, 1 + 2m]
+        state.conv1_tail = h[..., -1:]
+        h = F.gelu(conv2(h))  # [B, dim, m]
+        return h.transpose(1, 2)  # [B, m, dim]
+
+    def forward(
+        self, mel: torch.Tensor, state: ConvState, cache: RingKVCache, first_frame: int
+    ) -> torch.Tensor:
+        """mel [B, 128, 8n] -> encoder frames [B, 4n, dim]; ``first_frame`` is the absolute 50 Hz index."""
+        h = self.stem(mel.to(state.mel_tail.dtype), state)
+        positions = torch.arange(first_frame, first_frame + h.shape[1], device=h.device)
+        cos, sin = self.rotary.cos_sin(positions, h.dtype)
+        key_pos = cache.begin(positions)
+        mask = cache.mask(positions, key_pos)
+        for i, layer in enumerate(self.transformer.layers):
+            h = h + layer.attention(layer.attention_norm(h), cos, sin, mask, cache, i)
+            h = h + layer.feed_forward(layer.ffn_norm(h))
+        cache.commit()
+        return self.transformer.norm(h)
+
+
+class Adapter(nn.Sequential):
+    """``audio_language_projection``: Linear(5120 -> 3072), GELU, Linear(3072 -> 3072), no biases."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(
+            nn.Linear(cfg.adapter_in, cfg.decoder.dim, bias=False),
+            nn.GELU(),
+            nn.Linear(cfg.decoder.dim, cfg.decoder.dim, bias=False),
+        )
+
+    def group(self, frames: torch.Tensor) -> torch.Tensor:
+        """[B, 4n, 1280] -> [B, n, 5120]: token j = frames 4j..4j+3 concatenated (frame-major)."""
+        B, T, D = frames.shape
+        return self(frames.reshape(B, T // 4, D * 4))

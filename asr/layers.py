@@ -1,0 +1,106 @@
+"""Building blocks shared by the encoder and the decoder: RMSNorm, RoPE, SwiGLU, cached attention.
+
+Layout conventions (see ``asr/weights/names.py``): q/k projection rows are stored in the "NeoX
+halves" order used by Hugging Face checkpoints, so RoPE rotates dimension i with i + head_dim/2.
+Checkpoints in Mistral's original interleaved order are permuted once at load.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr.cache import RingKVCache
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation with fp32 statistics; the gain is applied after casting back, as in HF."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """``w2(silu(w1 x) * w3 x)``; the encoder's w2 has a bias, the decoder's has none."""
+
+    def __init__(self, dim: int, hidden_dim: int, w2_bias: bool) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=w2_bias)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Rotary:
+    """RoPE tables computed on the fly at absolute positions.
+
+    The angle ``pos * inv_freq`` is formed in float64 and reduced modulo 2*pi before cos/sin, so a
+    stream of a day (about 1.1 M decoder positions) rotates as exactly as one of a minute; an fp32
+    product would be off by about 0.06 rad there. ``inv_freq`` itself is the fp32 value the
+    reference computes, so short streams match it bit for bit in the table.
+    """
+
+    def __init__(self, head_dim: int, theta: float) -> None:
+        steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device="cpu")  # never on meta
+        inv32 = 1.0 / (theta ** (steps / head_dim))
+        self.inv_freq = inv32.double()  # [head_dim/2]
+
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions: [T] int64 -> cos, sin: [T, head_dim] in ``dtype`` (halves duplicated)."""
+        inv = self.inv_freq.to(positions.device)
+        angles = torch.remainder(positions.double()[:, None] * inv[None, :], 2 * math.pi)  # [T, hd/2]
+        angles = torch.cat((angles, angles), dim=-1).float()  # [T, hd]
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, T, D]; cos/sin: [T, D]. Rotates pairs (i, i + D/2)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class CachedAttention(nn.Module):
+    """Causal sliding-window attention over a ring-buffer KV cache (GQA when n_kv_heads < n_heads)."""
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, head_dim: int, biases: bool) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        # Whisper-style encoder: q, v and o have biases, k has none. The decoder has no biases.
+        self.wq = nn.Linear(dim, n_heads * head_dim, bias=biases)
+        self.wk = nn.Linear(dim, n_kv_heads * head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * head_dim, bias=biases)
+        self.wo = nn.Linear(n_heads * head_dim, dim, bias=biases)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        cache: RingKVCache,
+        layer: int,
+    ) -> torch.Tensor:
+        """x: [B, T, dim]; cos/sin: [T, head_dim]; mask: [T, S] from ``cache.mask`` -> [B, T, dim]."""
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        keys, values = cache.update(layer, k, v)  # [B, Hkv, S, D]
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads
+        )  # [B, H, T, D]
+        return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

@@ -1,0 +1,59 @@
+"""The public :class:`Model`: a loaded network with its tokenizer, ready to open streams."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from asr.audio import LogMel
+from asr.config import ModelConfig
+from asr.model import ModelInfo, VoxtralRealtime
+from asr.stream import DEFAULT_DELAY_MS, StreamingSession, delay_tokens_for
+
+
+class Model:
+    def __init__(
+        self,
+        net: VoxtralRealtime,
+        tokenizer: object,
+        info: ModelInfo,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.net = net
+        self.cfg: ModelConfig = net.cfg
+        self.tokenizer = tokenizer
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+        self.logmel = LogMel(device)
+        self._ada_cache: dict[int, torch.Tensor] = {}
+
+    def stream(self, delay_ms: int = DEFAULT_DELAY_MS) -> StreamingSession:
+        """A new streaming session (80..2400 ms delay, multiple of 80)."""
+        delay_tokens_for(delay_ms)  # validate before building anything
+        return StreamingSession(self, delay_ms)
+
+    @torch.inference_mode()
+    def ada_scales(self, delay_tokens: int) -> torch.Tensor:
+        """[n_layers, dim] FFN scales for a delay, computed once per delay value."""
+        if delay_tokens not in self._ada_cache:
+            self._ada_cache[delay_tokens] = self.net.decoder.ada_scales(delay_tokens)
+        return self._ada_cache[delay_tokens]
+
+    def sync(self) -> None:
+        """Wait for queued GPU work, so step timings are real (no-op on CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"Model({i.name}, {i.format}/{i.quant}, {i.device}, {i.dtype}, {i.n_params / 1e9:.2f} B params)"
+        )
+
+
+@lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
