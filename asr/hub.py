@@ -83,7 +83,7 @@ def _tc_entry(quant: str, size_gb: float, note: str = "") -> CatalogEntry:
 CATALOG: tuple[CatalogEntry, ...] = (
     # transcribe.cpp publishes the same LibriSpeech test-clean WER (2.08 %) for Q4_K_M as for
     # BF16, at a third of the size: the default.
-    _tc_entry("Q4_K_M", 2.83, "default: same LibriSpeech WER as BF16 at a third of the size"),
+    _tc_entry("Q4_K_M", 2.83, "same LibriSpeech WER as BF16 at a third of the size"),
     _tc_entry("Q5_K_M", 3.28),
     _tc_entry("Q6_K", 3.66),
     _tc_entry("Q8_0", 4.73),

@@ -470,3 +470,9 @@ def test_cli_download_plumbing(fake_hub, tmp_path, capsys) -> None:
     assert fake_hub.calls[-1][1]["local_dir"] == str(models / "q4_0")
     assert cli.main(["models", "path", "q4_0", "--models-dir", str(models)]) == 0
     assert capsys.readouterr().out.strip().endswith(str(models / "q4_0" / "voxtral-q4.gguf"))
+
+
+def test_cli_interrupted_download_says_it_resumes(cache, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _raising(KeyboardInterrupt()))
+    assert cli.main(["models", "download", "q4_k_m"]) == 130
+    assert "resumes where it stopped" in capsys.readouterr().err

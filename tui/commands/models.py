@@ -70,7 +70,13 @@ def _download(name: str, models_dir: Path | None, *, quiet: bool) -> int:
     local_dir = models_dir / entry.name if models_dir is not None else None
     destination = local_dir if local_dir is not None else hub.hf_cache_dir()
     print(f"Downloading {entry.name} ({entry.summary}) from {entry.url} into {destination}", file=sys.stderr)
-    path = hub.download(entry.name, progress=not quiet, local_dir=local_dir)
+    try:
+        path = hub.download(entry.name, progress=not quiet, local_dir=local_dir)
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted; `voxcap models download {entry.name}` resumes where it stopped.", file=sys.stderr
+        )
+        return 130
     print(f"{entry.name} ready: {path}")
     hint = f"--model {entry.name}" + (f" --models-dir {models_dir}" if models_dir is not None else "")
     print(f"Use it with: voxcap {hint}", file=sys.stderr)
@@ -94,6 +100,8 @@ def print_listing(
     present = sum(status.present for status in statuses)
     print(file=out)
     print(f"{present} of {len(statuses)} present. Download: voxcap models download NAME", file=out)
+    default = hub.get_entry(hub.DEFAULT_MODEL)
+    print(f"Default {default.name}: {default.note}, per transcribe.cpp.", file=out)
     print(f"Hugging Face cache: {hub.hf_cache_dir()} (set HF_HUB_CACHE to move it)", file=out)
     if models_dir is not None:
         print(f"Models folder: {models_dir} (DIR/NAME/<files>)", file=out)
