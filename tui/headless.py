@@ -1,0 +1,154 @@
+"""Headless captioning for pipes: finalized lines (or JSONL events) on stdout, nothing else.
+
+Same pipeline as the app (source -> AudioBuffer -> AsrWorker thread -> journal), without
+Textual. Every line printed was journaled first. SIGINT, SIGTERM and SIGHUP flush the stream
+and close the journal before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import threading
+from typing import Any, TextIO
+
+from tui.errors import AudioSourceError
+from tui.langid import LanguageDetector
+from tui.messages import EngineStats, StreamMarked, TokensDecoded
+from tui.pipeline import AudioBuffer
+from tui.settings import Settings
+from tui.worker import AsrWorker, Stop, WorkerConfig
+
+
+class HeadlessPrinter:
+    """Turns worker messages into stdout lines; called on the worker thread."""
+
+    def __init__(self, out: TextIO, fmt: str = "text") -> None:
+        self.out = out
+        self.fmt = fmt
+        self.lines = 0
+        self._last_partial: str | None = None
+        self._lock = threading.Lock()
+
+    def post(self, message: Any) -> None:
+        with self._lock:
+            if isinstance(message, TokensDecoded):
+                self._tokens(message)
+            elif isinstance(message, StreamMarked) and self.fmt == "jsonl":
+                self._emit(
+                    {
+                        "type": "mark",
+                        "kind": message.kind,
+                        "audio_s": round(message.audio_s, 3),
+                        "detail": message.detail,
+                        "delay_ms": message.delay_ms,
+                    }
+                )
+            elif isinstance(message, EngineStats):
+                pass  # gauges are for the screen
+
+    def _tokens(self, message: TokensDecoded) -> None:
+        for segment in message.finalized:
+            self.lines += 1
+            if self.fmt == "jsonl":
+                self._emit(
+                    {
+                        "type": "final",
+                        "index": segment.index,
+                        "text": segment.text,
+                        "start_s": round(segment.start_s, 3),
+                        "end_s": round(segment.end_s, 3),
+                        "language": segment.language,
+                        "source": segment.source,
+                        "delay_ms": segment.delay_ms,
+                    }
+                )
+            else:
+                self.out.write(segment.text + "\n")
+                self.out.flush()
+        if self.fmt == "jsonl":
+            partial = message.open_segment.text if message.open_segment is not None else None
+            if partial != self._last_partial and partial:
+                self._emit(
+                    {"type": "partial", "text": partial, "start_s": round(message.open_segment.start_s, 3)}
+                )  # type: ignore[union-attr]
+            self._last_partial = partial
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+
+async def _produce(source: Any, buffer: AudioBuffer) -> str | None:
+    """Feed the buffer until the input ends; returns an error message or None."""
+    try:
+        await source.start()
+        async for chunk in source:
+            if source.drops_when_full:
+                buffer.offer(chunk)
+            else:
+                await buffer.put(chunk)
+    except AudioSourceError as error:
+        return str(error)
+    finally:
+        buffer.close()
+    return None
+
+
+async def run_headless_async(
+    settings: Settings, model: Any, source: Any, journal: Any = None, out: TextIO | None = None
+) -> int:
+    out = out if out is not None else sys.stdout
+    printer = HeadlessPrinter(out, settings.output_format)
+    detector = LanguageDetector()
+    detector.warm_up()
+    buffer = AudioBuffer(settings.queue_s)
+    config = WorkerConfig(
+        pause_s=settings.pause_s,
+        max_segment_s=settings.max_segment_s,
+        watchdog_s=settings.watchdog_s,
+        silence_db=settings.silence_db,
+        device=str(model.info.device),
+        stop_at_end=True,
+    )
+    worker = AsrWorker(
+        model.stream(delay_ms=settings.delay_ms),
+        buffer,
+        printer.post,
+        config,
+        journal=journal,
+        detector=detector,
+        source_dropped_s=lambda: float(getattr(source, "dropped_s", 0.0)),
+    )
+    loop = asyncio.get_running_loop()
+    stop_reason: list[str] = []
+
+    def stop(name: str) -> None:
+        stop_reason.append(name)
+        worker.send(Stop(name))
+        loop.create_task(source.stop())
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            loop.add_signal_handler(signum, stop, signum.name)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    asr_thread = loop.run_in_executor(None, worker.run)
+    producer = asyncio.create_task(_produce(source, buffer))
+    try:
+        reason = await asr_thread
+    finally:
+        error = await producer if producer.done() else None
+        if not producer.done():
+            await source.stop()
+            error = await producer
+        if journal is not None:
+            journal.close(reason=stop_reason[0] if stop_reason else "normal")
+    if error:
+        print(f"voxcap: error: {error}", file=sys.stderr)
+        return 2
+    if reason == "SIGINT":
+        return 130
+    return 0
