@@ -82,3 +82,19 @@ def test_errors_are_reported_not_raised(tmp_path) -> None:
     (tmp_path / "bad.wav").write_bytes(b"hello world, not audio")
     with pytest.raises(JournalError, match="not a WAV file"):
         repair_recording(tmp_path / "bad.wav")
+
+
+def test_journal_records_audio_beside_itself(tmp_path) -> None:
+    from tui.journal import Journal, read_journal
+    from tui.segments import Segment
+
+    journal = Journal(data_dir=tmp_path, record_audio="flac")
+    assert journal.recorder is not None
+    assert journal.header.audio_path == str(journal.path.with_suffix(".flac"))
+    journal.recorder.write(np.zeros(16000 * 2, np.float32))
+    journal.append_segment(Segment(0, "hi", 0.5, 1.0, final=True))
+    journal.close()
+    contents = read_journal(journal.path)
+    assert contents.header.audio_path == contents.audio_path == str(journal.path.with_suffix(".flac"))
+    assert contents.end["audio_s"] == 2.0 and contents.end["audio_error"] is None
+    assert soundfile.info(contents.audio_path).frames == 32000

@@ -32,10 +32,13 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui.errors import JournalError
 from tui.segments import Segment
+
+if TYPE_CHECKING:
+    from tui.recording import AudioRecorder
 
 try:
     import fcntl
@@ -264,6 +267,8 @@ class Journal:
         on_error: Callable[[str | None], None] | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
         retry_interval_s: float = 1.0,
+        record_audio: str | None = None,
+        on_audio_error: Callable[[str | None], None] | None = None,
     ) -> None:
         from tui import __version__
 
@@ -271,8 +276,16 @@ class Journal:
         started_at = header.started_at or time.time()
         session_id = header.session_id or new_session_id(started_at)
         self.path = Path(path) if path is not None else sessions_dir(data_dir) / f"{session_id}.jsonl"
+        self.recorder: AudioRecorder | None = None  # with record_audio="wav"|"flac": feed it the 16 kHz input
+        audio_path = header.audio_path
+        if record_audio is not None:
+            from tui.recording import AudioRecorder, recording_path
+
+            audio_path = str(recording_path(self.path, record_audio))
+            self.recorder = AudioRecorder(audio_path, on_error=on_audio_error)
         self.header = SessionHeader(**{**asdict(header), "session_id": session_id, "started_at": started_at,
-                                       "voxcap_version": header.voxcap_version or __version__})
+                                       "voxcap_version": header.voxcap_version or __version__,
+                                       "audio_path": audio_path})
         self.on_error = on_error
         self.max_pending = max(2, max_pending)
         self.retry_interval_s = retry_interval_s
@@ -348,7 +361,7 @@ class Journal:
             finally:
                 self._after_busy()
 
-    def close(self, reason: str = "normal", audio_path: str | None = None) -> bool:
+    def close(self, reason: str = "normal") -> bool:
         """Write the end record, flush and close. Idempotent. True when everything reached the disk;
         False leaves the unwritten records in memory (``retry()`` still works, ``contents()`` shows
         them). Called from a signal handler in the middle of a write, it finishes after that write."""
@@ -360,7 +373,7 @@ class Journal:
                 return self.pending_count == 0
             self._busy = True
             try:
-                return self._close_now(reason, audio_path)
+                return self._close_now(reason)
             finally:
                 self._busy = False
 
@@ -423,16 +436,18 @@ class Journal:
             reason, self._deferred_close = self._deferred_close, None
             self._busy = True
             try:
-                self._close_now(reason, None)
+                self._close_now(reason)
             finally:
                 self._busy = False
 
-    def _close_now(self, reason: str, audio_path: str | None) -> bool:
+    def _close_now(self, reason: str) -> bool:
         end = {"type": "end", "reason": reason, "wall_time": time.time(),
                "audio_s": round(self._last_audio_s, 6), "segments": len(self._indices),
                "lost_records": self.lost_records}
-        if audio_path is not None:
-            end["audio_path"] = audio_path
+        if self.recorder is not None:  # finish the recording first: the end record vouches for it
+            self.recorder.close()
+            audio_s = max(end["audio_s"], round(self.recorder.duration_s, 6))
+            end.update(audio_path=str(self.recorder.path), audio_s=audio_s, audio_error=self.recorder.error)
         self._closed = True
         data = (json.dumps(end, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
         self._enqueue(_Record(self._next_seq, data, end))

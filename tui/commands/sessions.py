@@ -138,7 +138,7 @@ def resolve_session(spec: str, data_dir: str | os.PathLike[str] | None = None) -
 
 
 def format_duration(seconds: float) -> str:
-    whole = int(round(seconds))
+    whole = int(seconds + 0.5)  # half up: 6.5 s shows as 00:00:07
     return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
