@@ -98,7 +98,17 @@ def test_resolve_session(tmp_path, sessions) -> None:
         resolve_session("last", tmp_path / "empty")
 
 
-def test_sessions_command(tmp_path, sessions) -> None:
+def in_process(monkeypatch, capsys, data_dir, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (fast); the subprocess tests below cover the real entry point."""
+    from tui.cli import main
+
+    monkeypatch.setenv("VOXCAP_DATA_DIR", str(data_dir))
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_sessions_command_subprocess(tmp_path, sessions) -> None:
     complete, crashed, _ = sessions
     result = voxcap(tmp_path, "sessions")
     assert result.returncode == 0, result.stderr
@@ -107,16 +117,22 @@ def test_sessions_command(tmp_path, sessions) -> None:
     row = next(line for line in lines if str(crashed.path) in line)
     assert "interrupted" in row and "00:00:07" in row and " 11 " in row
     assert "complete" in next(line for line in lines if str(complete.path) in line)
-    records = [json.loads(line) for line in voxcap(tmp_path, "sessions", "--json").stdout.splitlines()]
-    assert [r["status"] for r in records] == ["live", "interrupted", "complete"]
-    assert voxcap(tmp_path, "sessions", "--ack", crashed.session_id).returncode == 0
-    assert "recovered" in next(line for line in voxcap(tmp_path, "sessions").stdout.splitlines()
-                               if str(crashed.path) in line)
-    assert "No sessions yet" in voxcap(tmp_path / "empty", "sessions").stdout
 
 
-def test_export_command(tmp_path, sessions) -> None:
-    complete, crashed, live = sessions
+def test_sessions_command_options(tmp_path, sessions, monkeypatch, capsys) -> None:
+    _, crashed, _ = sessions
+    code, out, _ = in_process(monkeypatch, capsys, tmp_path, "sessions", "--json")
+    assert code == 0 and [json.loads(line)["status"] for line in out.splitlines()] == [
+        "live", "interrupted", "complete"]
+    assert in_process(monkeypatch, capsys, tmp_path, "sessions", "--ack", crashed.session_id)[0] == 0
+    out = in_process(monkeypatch, capsys, tmp_path, "sessions", "-n", "2")[1]
+    assert len(out.splitlines()) == 3 and "recovered" in next(
+        line for line in out.splitlines() if str(crashed.path) in line)
+    assert "No sessions yet" in in_process(monkeypatch, capsys, tmp_path / "empty", "sessions")[1]
+
+
+def test_export_command_subprocess(tmp_path, sessions) -> None:
+    complete, _, _ = sessions
     out = tmp_path / "out.srt"
     result = voxcap(tmp_path, "export", complete.session_id, "--format", "srt", "-o", str(out))
     assert result.returncode == 0, result.stderr
@@ -124,25 +140,24 @@ def test_export_command(tmp_path, sessions) -> None:
     subtitles = list(srt.parse(out.read_text()))
     assert [" ".join(s.content.split()) for s in subtitles] == TEXTS
     assert [s.start.total_seconds() for s in subtitles] == [1.0, 3.0, 5.0]
-    vtt = voxcap(tmp_path, "export", "last", "-f", "vtt", "-o", "-")  # the live session, mid-way
-    assert vtt.returncode == 0, vtt.stderr
-    captions = webvtt.from_string(vtt.stdout).captions
-    assert [html.unescape(" ".join(c.text.split())) for c in captions] == TEXTS
-    result = voxcap(tmp_path, "export", str(crashed.path), "-o", str(tmp_path / "crashed.json"))
-    assert result.returncode == 0 and "did not end cleanly" in result.stderr
-    document = json.loads((tmp_path / "crashed.json").read_text())  # format from the suffix
-    assert [s["text"] for s in document["segments"]] == TEXTS and document["ended_cleanly"] is False
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    env = {**os.environ, "VOXCAP_DATA_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "tui.cli", "export", complete.session_id, "-f", "md"],
-                            capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert (cwd / f"{complete.session_id}.md").read_text().count("**[00:00:0") == 3
-
-
-def test_export_errors_are_one_line(tmp_path, sessions) -> None:
     result = voxcap(tmp_path, "export", "no-such-session", "-f", "txt")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("voxcap: error: no session 'no-such-session'")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_command_variants(tmp_path, sessions, monkeypatch, capsys) -> None:
+    complete, crashed, live = sessions
+    code, out, err = in_process(monkeypatch, capsys, tmp_path, "export", "last", "-f", "vtt", "-o", "-")
+    assert code == 0, err  # the live session, mid-way
+    captions = webvtt.from_string(out).captions
+    assert [html.unescape(" ".join(c.text.split())) for c in captions] == TEXTS
+    code, _, err = in_process(monkeypatch, capsys, tmp_path, "export", str(crashed.path),
+                              "-o", str(tmp_path / "crashed.json"))
+    assert code == 0 and "did not end cleanly" in err
+    document = json.loads((tmp_path / "crashed.json").read_text())  # format from the suffix
+    assert [s["text"] for s in document["segments"]] == TEXTS and document["ended_cleanly"] is False
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = in_process(monkeypatch, capsys, tmp_path, "export", complete.session_id, "-f", "md")
+    assert code == 0 and out.strip() == f"{complete.session_id}.md"
+    assert (tmp_path / f"{complete.session_id}.md").read_text().count("**[00:00:0") == 3
