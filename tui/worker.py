@@ -90,9 +90,10 @@ class NoteSource:
 
 @dataclass(frozen=True)
 class Stop:
-    """Flush the stream and return from :meth:`AsrWorker.run`."""
+    """Transcribe what is queued (for at most ``drain_s``), flush the stream, return from run()."""
 
     reason: str = "quit"
+    drain_s: float = 5.0  # a slow engine with a long backlog must not keep the user waiting
 
 
 Control = SetDelay | Restart | Pause | Resume | Bookmark | NoteSource | Stop
@@ -197,6 +198,7 @@ class AsrWorker:
             while True:
                 stop = self._apply_controls()
                 if stop is not None:
+                    self._drain(stop.drain_s)
                     self._flush("stop")
                     self._post_stats(force=True)
                     return stop.reason
@@ -211,6 +213,14 @@ class AsrWorker:
                         return "end-of-input"
                 self._mark_dropped()
                 self._post_stats()
+
+    def _drain(self, budget_s: float) -> None:
+        deadline = time.monotonic() + budget_s
+        while time.monotonic() < deadline:
+            chunk = self.audio.get(timeout=0)
+            if chunk is None:
+                return
+            self._process(chunk)
 
     def _apply_controls(self) -> Stop | None:
         while True:
