@@ -174,10 +174,13 @@ def test_failed_close_keeps_records_for_retry(tmp_path, monkeypatch) -> None:
     journal.append_segment(seg(0))
     assert journal.close("SIGTERM") is False and journal.closed
     assert journal.pending_count == 2  # the segment and the end record
+    assert journal.close() is False  # closing again retries, still failing
     disk.failing = False
+    assert journal.close() is True  # and writes what was left, once
     assert journal.retry() is True
     contents = read_journal(journal.path)
     assert [s.index for s in contents.segments] == [0] and contents.end["reason"] == "SIGTERM"
+    assert journal.path.read_text().count('"type":"end"') == 1
 
 
 def test_pending_records_are_bounded_and_the_header_kept(tmp_path) -> None:

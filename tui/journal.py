@@ -369,10 +369,11 @@ class Journal:
             if self._busy:
                 self._deferred_close = reason
                 return False
-            if self._closed:
-                return self.pending_count == 0
             self._busy = True
             try:
+                if self._closed:  # closed before, maybe with records left over: try them again
+                    self._drain(force=True)
+                    return self.pending_count == 0
                 return self._close_now(reason)
             finally:
                 self._busy = False
@@ -407,6 +408,8 @@ class Journal:
     # --- internals (called with the lock held) ---
 
     def _submit(self, record: dict[str, Any]) -> AppendResult:
+        if self._closed:  # a signal handler closed the journal while this append was on its way
+            return AppendResult.REJECTED
         data = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
         self._enqueue(_Record(self._next_seq, data, record))
         self._next_seq += 1
