@@ -86,10 +86,29 @@ def list_sessions(data_dir: str | os.PathLike[str] | None = None) -> list[Sessio
     return sorted(summaries, key=lambda s: (s.started_at, s.session_id), reverse=True)
 
 
+def _last_record_type(path: Path) -> str | None:
+    """The type of the last complete record, from the file's tail only (cheap for long sessions)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 65536))
+            lines = handle.read().split(b"\n")[:-1]  # drop what follows the last newline (torn or empty)
+        return str(json.loads(lines[-1])["type"]) if lines else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def find_interrupted_sessions(data_dir: str | os.PathLike[str] | None = None) -> list[SessionSummary]:
     """Sessions that ended without an end record (a crash, a kill, a power cut), are not being
-    written now and have not been acknowledged; newest first."""
-    return [s for s in list_sessions(data_dir) if s.status == "interrupted"]
+    written now and have not been acknowledged; newest first. Meant for the app's start: only
+    journals whose last record is not ``end``/``recovered`` are parsed in full."""
+    directory = sessions_dir(data_dir)
+    if not directory.is_dir():
+        return []
+    finished = ("end", "recovered")
+    unfinished = [path for path in directory.glob("*.jsonl") if _last_record_type(path) not in finished]
+    summaries = [summarize(path) for path in unfinished]
+    interrupted = [s for s in summaries if s.status == "interrupted"]
+    return sorted(interrupted, key=lambda s: (s.started_at, s.session_id), reverse=True)
 
 
 def acknowledge_interrupted(path: str | os.PathLike[str], *, repair_audio: bool = True) -> None:
