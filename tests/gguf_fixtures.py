@@ -71,20 +71,20 @@ def truth_of(packed: np.ndarray, qtype: GGMLQuantizationType) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def tiny_config(vocab_size: int = 1200) -> dict:
+def tiny_config(vocab_size: int = 1200, n_layers: int = 2) -> dict:
     """A Hugging Face-shaped config for a tiny model whose matrices all fit K-quant blocks."""
     return {
         "model_type": "voxtral_realtime",
         "audio_config": {
             "model_type": "voxtral_realtime_encoder", "hidden_size": 256, "intermediate_size": 512,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 64,
+            "num_hidden_layers": n_layers, "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 64,
             "num_mel_bins": 128, "sliding_window": 750, "rms_norm_eps": 1e-5, "hidden_act": "silu",
             "max_position_embeddings": 1500,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
         },
         "text_config": {
             "model_type": "voxtral_realtime_text", "vocab_size": vocab_size, "hidden_size": 256,
-            "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 512, "num_hidden_layers": n_layers, "num_attention_heads": 4,
             "num_key_value_heads": 2, "head_dim": 64, "sliding_window": 8192, "hidden_act": "silu",
             "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},

@@ -76,7 +76,12 @@ def test_q4_k_m_policy_keeps_quantized_types(tmp_path, tiny):
     assert kinds["layers.1.feed_forward.w2.weight"] == "Q4_K"
     assert kinds["whisper_encoder.conv_layers.0.conv.weight"] == "torch.float32"
     packed = checkpoint.tensors["layers.0.feed_forward.w1.weight"]
-    assert packed.data.data_ptr() != 0 and packed.nbytes == 512 * 256 // 256 * 144
+    assert packed.nbytes == 512 * 256 // 256 * 144
+    reader = GGUFFile(written.path)
+    other = checkpoint.tensors["layers.0.feed_forward.w3.weight"]
+    offsets = {n: i.offset for n, i in reader.tensors.items()}
+    distance = offsets["dec.blocks.0.ffn.up.weight"] - offsets["dec.blocks.0.ffn.gate.weight"]
+    assert other.data.data_ptr() - packed.data.data_ptr() == distance  # views of one mapping, no copies
 
 
 @pytest.mark.parametrize("prefixed", [True, False])

@@ -40,6 +40,11 @@ class QLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.to(compute_dtype))
 
     @property
+    def n_packed_params(self) -> int:
+        """Weights held packed (they are buffers, so ``parameters()`` does not count them)."""
+        return self.out_features * self.in_features
+
+    @property
     def qweight(self) -> QuantizedTensor:
         """The packed weight, on whatever device the module is on."""
         return QuantizedTensor(self.qdata, QUANT_TYPES[self.qtype_id], (self.out_features, self.in_features))

@@ -111,8 +111,44 @@ def config_from_params_json(params: object, source: str) -> dict:
     return config
 
 
+# Upper bounds far above the published model (1280/3072 wide, 32/26 layers, 131072 tokens): a
+# value beyond them is corruption, and must be refused before anything is sized from it (a
+# 2**31 head_dim once made building the meta model allocate gigabytes of RoPE tables).
+_LIMITS = {
+    "hidden_size": 1 << 16, "intermediate_size": 1 << 18, "num_hidden_layers": 1024,
+    "num_attention_heads": 1024, "num_key_value_heads": 1024, "head_dim": 4096, "num_mel_bins": 1024,
+    "sliding_window": 1 << 22, "max_position_embeddings": 1 << 22, "vocab_size": 1 << 22,
+}
+_TOP_LIMITS = {"downsample_factor": 64, "default_num_delay_tokens": 1024, "audio_length_per_tok": 1 << 16}
+
+
+def _check_limits(config: dict, source: str) -> None:
+    sections = [("audio_config", config.get("audio_config")), ("text_config", config.get("text_config")),
+                ("", config)]
+    for prefix, section in sections:
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{source}: {prefix or 'the config'} is not a mapping")
+        limits = _TOP_LIMITS if not prefix else _LIMITS
+        for key, limit in limits.items():
+            value = section.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= limit:
+                name = f"{prefix}.{key}" if prefix else key
+                raise ConfigError(f"{source}: {name} is {value!r}, outside 1..{limit}; the file is corrupt")
+        if prefix:
+            eps = section.get("rms_norm_eps", 1e-5)
+            rope = section.get("rope_parameters") or {}
+            theta = rope.get("rope_theta", 1e6) if isinstance(rope, Mapping) else None
+            for name, value in (("rms_norm_eps", eps), ("rope_theta", theta)):
+                if isinstance(value, bool) or not isinstance(value, int | float) \
+                        or not 0 < value < float("inf"):
+                    raise ConfigError(f"{source}: {prefix}.{name} is {value!r}, not a positive number")
+
+
 def model_config(config: dict, source: str) -> ModelConfig:
-    """The engine's :class:`ModelConfig` for an HF-shaped dict (value errors become ConfigError)."""
+    """The engine's :class:`ModelConfig` for an HF-shaped dict, after bounds checks on every size."""
+    _check_limits(config, source)
     return ModelConfig.from_hf_dict(config, source=source)
 
 
