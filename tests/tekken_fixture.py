@@ -60,7 +60,8 @@ def tiny_pieces(n_text: int, seed: int = 0) -> list[bytes]:
         raise ValueError(f"a Tekken vocabulary needs at least 256 text ids (the single bytes), got {n_text}")
     rng = random.Random(seed)
     pieces: list[bytes] = [bytes([b]) for b in range(256)]
-    fixed = [f" {w}".encode() for w in _WORDS] + list(WHOLE_PIECES) + list(SPLIT_PIECES)
+    # Split and multi-byte pieces first, so that even the smallest vocabulary has them.
+    fixed = list(SPLIT_PIECES) + list(WHOLE_PIECES) + [f" {w}".encode() for w in _WORDS]
     seen = set(pieces)
     for piece in fixed:
         if piece not in seen:

@@ -381,3 +381,11 @@ def test_full_size_tekken_shipped_with_mistral_common_decodes_identically() -> N
     decoder = ours.decoder()
     pieces = [decoder.push(i) for i in ids]
     assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
+
+
+@pytest.mark.parametrize("vocab_size", [1280, 1536])
+def test_small_fixtures_keep_the_split_pieces(tmp_path, vocab_size) -> None:
+    tok = TekkenTokenizer.from_file(
+        write_tiny_tekken(tmp_path / "tekken.json", vocab_size), vocab_size=vocab_size
+    )
+    assert set(SPLIT_PIECES) <= {tok.piece(i) for i in range(1000, vocab_size)}
