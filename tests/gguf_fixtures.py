@@ -20,6 +20,7 @@ from gguf.quants import quantize as gguf_quantize
 
 from asr.config import ModelConfig
 from asr.weights.gguf_names import canonical_to_transcribe_cpp, interleaved_from_neox, neox_from_interleaved
+from asr.weights.gguf_random import transcribe_cpp_type
 from asr.weights.names import CONSOLIDATED_PREFIX, expected_shapes
 
 T = GGMLQuantizationType
@@ -133,24 +134,6 @@ def tiny_canonical_weights(config: dict, seed: int = 0) -> dict[str, torch.Tenso
     return out
 
 
-# transcribe.cpp Q4_K_M policy (voxtral-realtime.md §7.4), keyed by transcribe.cpp name.
-def transcribe_cpp_type(name: str, shape: tuple[int, ...], preset: str) -> GGMLQuantizationType:
-    """The GGML type transcribe.cpp gives tensor ``name`` in ``preset`` (BF16, F16, Q8_0, ..., Q4_K_M)."""
-    if len(shape) < 2 or name.endswith(".bias") or "norm" in name or name.startswith("frontend."):
-        return T.F32
-    if name.startswith("enc.conv."):
-        return {"BF16": T.F16, "F16": T.F32}.get(preset, T.F32)
-    if preset in ("BF16", "F16", "Q8_0"):
-        return T[preset]
-    if name == "dec.token_embd.weight":
-        return T.Q6_K
-    if name.endswith("ada.linear_2.weight"):
-        return T.Q8_0
-    if name.endswith(("attn.out.weight", "attn.o.weight")):
-        return T.Q6_K if preset == "Q6_K" else T.Q8_0
-    return {"Q6_K": T.Q6_K, "Q5_K_M": T.Q5_K, "Q4_K_M": T.Q4_K}.get(preset) or T[preset]
-
-
 @dataclass
 class WrittenModel:
     path: Path  # the .gguf file or the model directory
@@ -217,7 +200,7 @@ def write_transcribe_cpp_gguf(path: Path, config: dict, weights: dict[str, torch
     truth, stored = {}, {}
     for name, values in weights.items():
         tc_name = canonical_to_transcribe_cpp(name)
-        qtype = transcribe_cpp_type(tc_name, tuple(values.shape), preset)
+        qtype = T[transcribe_cpp_type(tc_name, tuple(values.shape), preset)]
         arr = values.numpy().astype(np.float32)
         flat = arr.reshape(-1, arr.shape[-1])
         packed = encode(flat, qtype, rng)
