@@ -51,10 +51,72 @@ def random_quant_bytes(rng: np.random.Generator, qtype: GGMLQuantizationType, ro
     return data.reshape(rows, -1)
 
 
+def _f16_bytes(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float16).view(np.uint8).reshape(-1, 2)
+
+
+def quantize_q6_k(values: np.ndarray) -> np.ndarray:
+    """A plain (not llama.cpp-optimal) Q6_K encoder: f32 [rows, in] -> packed u8 [rows, in/256*210]."""
+    x = values.astype(np.float32).reshape(-1, 16, 16)  # [blocks, sub-block, value]
+    n = x.shape[0]
+    sub_scale = np.abs(x).max(axis=-1) / 31  # [n, 16]
+    d = (sub_scale.max(axis=-1) / 127).astype(np.float16).astype(np.float32)  # [n]
+    safe_d = np.where(d == 0, 1, d)
+    scales = np.clip(np.rint(sub_scale / safe_d[:, None]), -128, 127).astype(np.int8)
+    step = d[:, None] * scales.astype(np.float32)
+    q = np.clip(np.rint(x / np.where(step == 0, 1, step)[..., None]), -32, 31).astype(np.int32) + 32
+    q = q.reshape(n, 2, 128)  # [n, half, position]
+    low, high = q & 0x0F, q >> 4
+    ql = (low[:, :, :64] | (low[:, :, 64:] << 4)).astype(np.uint8).reshape(n, 128)
+    hq = high.reshape(n, 2, 4, 32)
+    qh = (hq[:, :, 0] | (hq[:, :, 1] << 2) | (hq[:, :, 2] << 4) | (hq[:, :, 3] << 6)).astype(np.uint8)
+    out = np.concatenate([ql, qh.reshape(n, 64), scales.view(np.uint8), _f16_bytes(d)], axis=1)
+    return out.reshape(values.shape[0], -1)
+
+
+def _pack_k_scales(sc: np.ndarray, mn: np.ndarray) -> np.ndarray:
+    """6-bit (scale, min) for 8 sub-blocks -> the 12 packed bytes of Q4_K/Q5_K."""
+    out = np.zeros((sc.shape[0], 12), dtype=np.uint8)
+    out[:, 0:4] = (sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6)
+    out[:, 4:8] = (mn[:, :4] & 63) | ((mn[:, 4:] >> 4) << 6)
+    out[:, 8:12] = (sc[:, 4:] & 15) | ((mn[:, 4:] & 15) << 4)
+    return out
+
+
+def quantize_k(values: np.ndarray, bits: int) -> np.ndarray:
+    """A plain Q4_K (bits=4) or Q5_K (bits=5) encoder: x ~ d*sc*q - dmin*m per 32-value sub-block."""
+    levels = (1 << bits) - 1
+    x = values.astype(np.float32).reshape(-1, 8, 32)
+    n = x.shape[0]
+    low = np.minimum(x.min(axis=-1), 0)  # [n, 8]; the offset -dmin*m can only lower values
+    span = (x.max(axis=-1) - low) / levels
+    d = (span.max(axis=-1) / 63).astype(np.float16).astype(np.float32)
+    dmin = ((-low).max(axis=-1) / 63).astype(np.float16).astype(np.float32)
+    sc = np.clip(np.rint(span / np.where(d == 0, 1, d)[:, None]), 0, 63).astype(np.uint8)
+    mn = np.clip(np.rint(-low / np.where(dmin == 0, 1, dmin)[:, None]), 0, 63).astype(np.uint8)
+    step = d[:, None] * sc
+    offset = dmin[:, None] * mn
+    q = np.rint((x + offset[..., None]) / np.where(step == 0, 1, step)[..., None])
+    q = np.clip(q, 0, levels).astype(np.uint8)  # [n, 8, 32]
+    nib = q & 0x0F
+    qs = (nib[:, 0::2] | (nib[:, 1::2] << 4)).reshape(n, 128)
+    parts = [_f16_bytes(d), _f16_bytes(dmin), _pack_k_scales(sc, mn)]
+    if bits == 5:
+        high = (q >> 4).astype(np.uint8)  # [n, 8 sub-blocks, 32]
+        qh = np.zeros((n, 32), dtype=np.uint8)
+        for s in range(8):
+            qh |= high[:, s] << s
+        parts.append(qh)
+    return np.concatenate([*parts, qs], axis=1).reshape(values.shape[0], -1)
+
+
 def encode(values: np.ndarray, qtype: GGMLQuantizationType, rng: np.random.Generator) -> np.ndarray:
-    """Packed bytes for ``values`` (float32 [rows, in]): gguf-py quantize, or random K-quant blocks."""
-    if qtype in (T.Q4_K, T.Q5_K, T.Q6_K):
-        return random_quant_bytes(rng, qtype, values.shape[0], values.shape[-1], scale=0.01)
+    """Packed bytes for ``values`` (float32 [rows, in]): gguf-py's quantizer, or the plain K-quant
+    encoders above (gguf-py has none); truth is always gguf-py's dequantization of the result."""
+    if qtype == T.Q6_K:
+        return quantize_q6_k(values)
+    if qtype in (T.Q4_K, T.Q5_K):
+        return quantize_k(values, 4 if qtype == T.Q4_K else 5)
     if qtype == T.F32:
         return values.astype(np.float32)
     return gguf_quantize(values.astype(np.float32), qtype)

@@ -122,3 +122,18 @@ def test_unsupported_types_name_tensor_and_file(bad):
         quant_type(ggml_id, tensor="blk.0", file="x.gguf")
     with pytest.raises(UnsupportedFormat, match="type id 250"):
         quant_type(250, tensor="t", file="f")
+
+
+@pytest.mark.parametrize(("name", "bound"), [("Q4_K", 0.12), ("Q5_K", 0.06), ("Q6_K", 0.03)])
+def test_fixture_k_quant_encoders_round_trip_through_gguf_py(name, bound):
+    """The test-only K-quant encoders, written from the block layouts, decode (by gguf-py) close to
+    their input: an independent check that the layouts described in asr.quant.types are right."""
+    from tests.gguf_fixtures import quantize_k, quantize_q6_k
+
+    x = np.random.default_rng(4).standard_normal((6, 768)).astype(np.float32) * 0.1
+    packed = quantize_q6_k(x) if name == "Q6_K" else quantize_k(x, 4 if name == "Q4_K" else 5)
+    decoded = gguf_dequantize(packed, GGMLQuantizationType[name])
+    assert np.abs(decoded - x).mean() / np.abs(x).mean() < bound
+    blocks = torch.from_numpy(packed).reshape(-1, QUANT_TYPES_BY_NAME[name].type_size)
+    ours = QUANT_TYPES_BY_NAME[name].dequantize_blocks(blocks)
+    assert torch.equal(ours.reshape(6, 768), torch.from_numpy(decoded))

@@ -31,7 +31,20 @@ _F16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0":
 
 
 def transcribe_cpp_type(name: str, shape: tuple[int, ...], preset: str) -> str:
-    """The GGML type name transcribe.cpp stores tensor ``name`` in, for a file preset."""
+    """The GGML type name transcribe.cpp stores tensor ``name`` in, for a file preset.
+
+    Rows that a K-quant block (256) does not divide fall back to Q8_0, and rows that Q8_0's 32
+    does not divide to F32 (only tiny test models have such widths).
+    """
+    chosen = _policy_type(name, shape, preset)
+    if chosen in ("Q4_K", "Q5_K", "Q6_K") and shape[-1] % 256:
+        chosen = "Q8_0"
+    if chosen == "Q8_0" and shape[-1] % 32:
+        chosen = "F32"
+    return chosen
+
+
+def _policy_type(name: str, shape: tuple[int, ...], preset: str) -> str:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset}; use one of {', '.join(PRESETS)}")
     if len(shape) < 2 or name.endswith(".bias") or "norm" in name or name.startswith("frontend."):
