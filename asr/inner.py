@@ -153,10 +153,10 @@ class ModelStream:
         tokens = torch.tensor([ids], device=device)  # [1, T]
         x = net.decoder.embed(tokens) + audio[None].to(self.model.dtype)  # [1, T, dim]
         logits = net.decoder(x, positions, self.dec_cache, self.ada)  # [1, vocab]
+        if self.logits_hook is not None:  # sees (and in tests may edit) the logits before argmax
+            self.logits_hook(logits)
         token = int(logits.argmax(-1)[0])
         self.decoder_ms.append((time.perf_counter() - t0) * 1000.0)
-        if self.logits_hook is not None:
-            self.logits_hook(logits)
         position = self.next_pos + len(ids) - 1
         self.next_pos += len(ids)
         self.last_id = token

@@ -2,7 +2,8 @@
 
 Energy-based and adaptive: the input is cut into 80 ms slots; a pause is the last 320 ms being
 near the quietest level seen in the last 10 s (the noise floor) or below an absolute -55 dBFS.
-It only chooses *where* a rollover goes; a rollover is exact wherever it happens, so a wrong
+Adaptive detection needs dynamics: the loud 10% of the last 10 s at least 15 dB above the
+quiet 10%. It only chooses *where* a rollover goes; a rollover is exact wherever it happens, so a wrong
 guess costs at most a word split across two streams, never lost audio.
 """
 
@@ -18,6 +19,7 @@ SLOTS_PER_CHECK = 4  # 320 ms
 HISTORY_SLOTS = 125  # 10 s
 ABSOLUTE_QUIET_DB = -55.0
 ABOVE_FLOOR_DB = 6.0
+MIN_DYNAMIC_RANGE_DB = 15.0
 
 
 class PauseDetector:
@@ -39,5 +41,10 @@ class PauseDetector:
             return False
         recent = list(self._levels)[-SLOTS_PER_CHECK:]
         loudest_recent = max(recent)
-        floor = float(np.percentile(np.asarray(self._levels), 10))
-        return loudest_recent < ABSOLUTE_QUIET_DB or loudest_recent < floor + ABOVE_FLOOR_DB
+        floor, loud = np.percentile(np.asarray(self._levels), [10, 90])
+        # Near the floor only counts where the floor is a real pause level, well below the loud
+        # parts; a steady signal (music, a hum) has no pauses to find.
+        has_dynamics = loud - floor >= MIN_DYNAMIC_RANGE_DB
+        return loudest_recent < ABSOLUTE_QUIET_DB or (
+            has_dynamics and loudest_recent < floor + ABOVE_FLOOR_DB
+        )

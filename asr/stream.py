@@ -170,8 +170,9 @@ class StreamingSession:
                 if self._pending.deadline_samples <= self._samples_in or self._pauses.quiet():
                     tokens += self._rollover()
                     continue
-                # Step one token at a time so the pause check sees every 80 ms.
+                # Step one token at a time so the pause check sees every 80 ms; stop at the deadline.
                 piece = SAMPLES_PER_TOKEN - self._samples_in % SAMPLES_PER_TOKEN
+                piece = min(piece, self._pending.deadline_samples - self._samples_in)
             else:
                 # Up to the point where the position limit needs watching (never mid-limit).
                 piece = max(SAMPLES_PER_TOKEN, self._samples_before_limit_watch())
