@@ -175,7 +175,8 @@ def tiny_params_json(config: dict) -> dict:
                                         "transcription_format": "streaming"},
                 "dim": a["hidden_size"], "n_layers": a["num_hidden_layers"], "head_dim": a["head_dim"],
                 "hidden_dim": a["intermediate_size"], "n_heads": a["num_attention_heads"],
-                "n_kv_heads": a["num_key_value_heads"], "use_biases": True, "causal": True,
+                "n_kv_heads": a.get("num_key_value_heads", a["num_attention_heads"]),
+                "use_biases": True, "causal": True,
                 "rope_theta": a["rope_parameters"]["rope_theta"], "norm_eps": a["rms_norm_eps"],
                 "sliding_window": a["sliding_window"], "vocab_size": 131072,
             },
@@ -218,6 +219,7 @@ def write_transcribe_cpp_gguf(path: Path, config: dict, weights: dict[str, torch
     a, t = config["audio_config"], config["text_config"]
     writer = GGUFWriter(str(path), "voxtral_realtime")
     writer.add_name("Voxtral Mini 4B Realtime (tiny test)")
+    writer.add_file_type({"BF16": 32, "F16": 1, "Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q4_K_M": 15}[preset])
     tokens, types = _tokens(t["vocab_size"])
     writer.add_string("tokenizer.ggml.model", "gpt2")
     writer.add_string("tokenizer.ggml.pre", "tekken")
@@ -229,7 +231,8 @@ def write_transcribe_cpp_gguf(path: Path, config: dict, weights: dict[str, torch
     writer.add_uint32("stt.voxtral_realtime.streaming_pad_token_id", 32)
     p = "stt.voxtral_realtime.encoder."
     for key, value in (("n_layers", a["num_hidden_layers"]), ("d_model", a["hidden_size"]),
-                       ("n_heads", a["num_attention_heads"]), ("n_kv_heads", a["num_key_value_heads"]),
+                       ("n_heads", a["num_attention_heads"]),
+                       ("n_kv_heads", a.get("num_key_value_heads", a["num_attention_heads"])),
                        ("head_dim", a["head_dim"]), ("ffn_dim", a["intermediate_size"]),
                        ("num_mel_bins", a["num_mel_bins"]), ("max_position_embeddings", 1500),
                        ("sliding_window", a["sliding_window"])):
@@ -282,7 +285,8 @@ def write_transcribe_cpp_gguf(path: Path, config: dict, weights: dict[str, torch
 
 def trevors_type(name: str, shape: tuple[int, ...]) -> GGMLQuantizationType:
     """voxtral-mini-realtime-rs policy: Q4_0 for every matrix, F32 for the rest (§7.3)."""
-    return T.Q4_0 if len(shape) == 2 and not name.endswith("norm.weight") else T.F32
+    matrix = len(shape) == 2 and not name.endswith("norm.weight") and shape[-1] % 32 == 0
+    return T.Q4_0 if matrix else T.F32
 
 
 def write_trevors_gguf(path: Path, config: dict, weights: dict[str, torch.Tensor], *,
@@ -336,3 +340,30 @@ def write_consolidated_dir(directory: Path, config: dict, weights: dict[str, tor
     (directory / "params.json").write_text(json.dumps(tiny_params_json(config)))
     (directory / "tekken.json").write_text("{}")
     return WrittenModel(directory, truth, {})
+
+
+def write_all_formats(hf_dir: Path, out_dir: Path, presets: tuple[str, ...] = ("Q8_0", "Q4_K_M")
+                      ) -> dict[str, WrittenModel]:
+    """From a transformers tiny-model directory (tests/tiny_model.py), write the same weights as a
+    Mistral directory (F32, so exact), a TrevorS GGUF (Q4_0) and transcribe.cpp GGUFs (``presets``).
+
+    Each result's ``truth`` holds the canonical float32 weights a loader of that file must produce
+    (the quantized values where the format quantizes): load those into the reference model.
+    """
+    from asr.weights.hf import load_hf_dir
+
+    config = json.loads((hf_dir / "config.json").read_text())
+    checkpoint = load_hf_dir(hf_dir)
+    weights = {name: t.float() for name, t in checkpoint.tensors.items()}
+    tekken = (hf_dir / "tekken.json").read_bytes()
+    written: dict[str, WrittenModel] = {}
+    mistral = write_consolidated_dir(out_dir / "mistral", config, weights, dtype=torch.float32)
+    (mistral.path / "tekken.json").write_bytes(tekken)
+    written["consolidated"] = mistral
+    (out_dir / "trevors").mkdir(parents=True, exist_ok=True)
+    written["gguf-trevors"] = write_trevors_gguf(out_dir / "trevors" / "voxtral-q4.gguf", config, weights)
+    (out_dir / "trevors" / "tekken.json").write_bytes(tekken)
+    for preset in presets:
+        written[f"gguf-transcribe-cpp-{preset}"] = write_transcribe_cpp_gguf(
+            out_dir / f"tiny-{preset}.gguf", config, weights, preset)
+    return written

@@ -322,3 +322,24 @@ def test_config_matches_transformers_config_class(tmp_path, tiny):
 
 def test_errors_are_asr_errors():
     assert issubclass(UnsupportedFormat, AsrError) and issubclass(TokenizerError, AsrError)
+
+
+def test_every_format_of_the_engine_tiny_model_loads_exactly(tmp_path):
+    """The engine's tiny HF model (tests/tiny_model.py), rewritten in every other format, loads
+    back to the exact (dequantized) weights under the same canonical names as the HF loader."""
+    from asr.weights.consolidated import load_consolidated_dir
+    from asr.weights.hf import load_hf_dir
+    from tests.gguf_fixtures import write_all_formats
+    from tests.tiny_model import make_tiny_model_dir
+
+    hf_dir = make_tiny_model_dir(tmp_path / "hf", "wide")
+    reference = load_hf_dir(hf_dir)
+    written = write_all_formats(hf_dir, tmp_path / "out")
+    for fmt, model in written.items():
+        checkpoint = load_consolidated_dir(model.path) if fmt == "consolidated" else load_gguf(model.path)
+        checkpoint.validate()
+        assert checkpoint.config == reference.config, fmt
+        _assert_same_values(checkpoint, model)
+    mistral = load_consolidated_dir(written["consolidated"].path)  # F32: lossless, so equal to HF
+    for name, tensor in reference.tensors.items():
+        assert torch.equal(mistral.tensors[name], tensor.float()), name

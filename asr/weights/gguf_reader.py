@@ -167,6 +167,10 @@ class GGUFFile:
         if value_type in _SCALARS:
             _, fmt, size = _SCALARS[value_type]
             value = cur.unpack(fmt, size, f"the value of metadata key {key}")
+            if value_type == 6:
+                # the shortest decimal that rounds to this float32 (1e-05, not 9.99999974e-06):
+                # what the writer meant, and exactly the same float32 again when cast back
+                return float(str(np.float32(value)))
             return bool(value) if value_type == 7 else value
         if value_type == _STRING:
             return cur.string(f"the value of metadata key {key}")
