@@ -113,7 +113,6 @@ def fuzz_sources(tmp_path_factory):
     return tc, ts
 
 
-@pytest.mark.timeout(300)
 def test_fuzzed_headers_fail_cleanly_or_load(tmp_path, fuzz_sources):
     tc, ts = fuzz_sources
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
