@@ -343,3 +343,30 @@ def test_every_format_of_the_engine_tiny_model_loads_exactly(tmp_path):
     mistral = load_consolidated_dir(written["consolidated"].path)  # F32: lossless, so equal to HF
     for name, tensor in reference.tensors.items():
         assert torch.equal(mistral.tensors[name], tensor.float()), name
+
+
+def test_reader_agrees_with_gguf_py(small_gguf):
+    """Our strict parser and gguf-py's GGUFReader see the same metadata, tensor infos and bytes."""
+    from gguf import GGUFReader
+
+    ours = GGUFFile(small_gguf)
+    theirs = GGUFReader(str(small_gguf))
+    assert ours.data_offset == theirs.data_offset and ours.alignment == theirs.alignment
+    for field in theirs.fields.values():
+        if field.name.startswith("GGUF."):
+            continue  # gguf-py's pseudo-fields for the header
+        value = field.contents()
+        mine = ours.metadata[field.name]
+        if isinstance(value, float):
+            assert np.float32(mine) == np.float32(value), field.name
+        else:
+            assert mine == value, field.name
+    assert len(theirs.tensors) == len(ours.tensors)
+    for tensor in theirs.tensors:
+        info = ours.tensors[tensor.name]
+        assert info.ggml_type == tensor.tensor_type.value
+        assert info.shape == tuple(int(n) for n in reversed(tensor.shape.tolist()))
+        assert info.offset == tensor.data_offset and info.nbytes == tensor.n_bytes
+        view = ours.tensor(tensor.name)
+        raw = view.data if isinstance(view, QuantizedTensor) else view.reshape(-1).view(torch.uint8)
+        assert np.array_equal(raw.reshape(-1).numpy(), np.asarray(tensor.data).reshape(-1).view(np.uint8))
