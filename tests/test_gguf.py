@@ -357,7 +357,9 @@ def test_reader_agrees_with_gguf_py(small_gguf):
             continue  # gguf-py's pseudo-fields for the header
         value = field.contents()
         mine = ours.metadata[field.name]
-        if isinstance(value, float):
+        if isinstance(mine, np.ndarray):
+            assert mine.tolist() == value, field.name
+        elif isinstance(value, float):
             assert np.float32(mine) == np.float32(value), field.name
         else:
             assert mine == value, field.name

@@ -18,6 +18,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asr.errors import ConfigError, TokenizerError, UnsupportedFormat, WeightsError
@@ -60,7 +61,7 @@ def load_gguf(path: str | Path, tokenizer: str | Path | None = None) -> Checkpoi
     family = gguf_family(gguf)
     arch = gguf.get("general.architecture")
     if family == FORMAT_TRANSCRIBE_CPP:
-        if arch != TRANSCRIBE_CPP_ARCH:
+        if not _same(arch, TRANSCRIBE_CPP_ARCH):
             raise WeightsError(f"GGUF file {path} has general.architecture {arch!r}; transcribe.cpp Voxtral "
                                f"Realtime files say {TRANSCRIBE_CPP_ARCH!r}: this is another model")
         return _load_transcribe_cpp(gguf)
@@ -88,6 +89,13 @@ def gguf_family(gguf: GGUFFile) -> str:
 
 
 # -- transcribe.cpp ----------------------------------------------------------------------------
+
+
+def _same(value: object, expected: object) -> bool:
+    """``value == expected`` for a metadata value of any type (arrays and other types compare unequal)."""
+    if isinstance(value, bool) != isinstance(expected, bool) or type(value) is not type(expected):
+        return False
+    return bool(value == expected)
 
 
 def _meta(gguf: GGUFFile, key: str, kind: type, default: object = None) -> object:
@@ -138,14 +146,14 @@ def transcribe_cpp_config(gguf: GGUFFile) -> dict:
     for key, expected in (("encoder.hidden_act", "silu"), ("decoder.hidden_act", "silu"),
                           ("projector.hidden_act", "gelu")):
         value = gguf.get(_M + key, expected)
-        if value != expected:
+        if not _same(value, expected):
             raise ConfigError(f"GGUF file {gguf.path}: {_M}{key} is {value!r}; Voxtral Realtime uses "
                               f"{expected}")
-    if gguf.get(_M + "time.ada_hidden", 32) != 32:
+    if not _same(gguf.get(_M + "time.ada_hidden", 32), 32):
         raise ConfigError(f"GGUF file {gguf.path}: {_M}time.ada_hidden is "
                           f"{gguf.get(_M + 'time.ada_hidden')}; "
                           "voxcap supports the published 32")
-    if gguf.get(_M + "decoder.tie_word_embeddings", True) is not True:
+    if not _same(gguf.get(_M + "decoder.tie_word_embeddings", True), True):
         raise ConfigError(f"GGUF file {gguf.path}: {_M}decoder.tie_word_embeddings is not true; Voxtral "
                           "Realtime ties its output head to the embeddings")
     return config
@@ -164,11 +172,13 @@ def embedded_vocab(gguf: GGUFFile, vocab_size: int) -> EmbeddedVocab:
                              f"vocabulary is {vocab_size}; the file is inconsistent")
     if types is None:
         types = [3 if i < 1000 else 1 for i in range(len(tokens))]
+    elif isinstance(types, np.ndarray) and types.dtype.kind in "iu":
+        types = types.tolist()
     if not isinstance(types, list) or len(types) != len(tokens) or not all(isinstance(x, int) for x in types):
         raise TokenizerError(f"{where}: tokenizer.ggml.token_type is not an integer array of {len(tokens)} "
                              "entries")
     model = gguf.get("tokenizer.ggml.model", "gpt2")
-    if model != "gpt2":
+    if not _same(model, "gpt2"):
         raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}; voxcap reads the gpt2 "
                              "byte-level form")
 

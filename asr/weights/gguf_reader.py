@@ -32,6 +32,10 @@ GGUF_MAGIC = b"GGUF"
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_KEY_BYTES = 65535  # the GGUF spec's limit on key length
 MAX_ARRAY_DEPTH = 2  # arrays of arrays are legal; deeper nesting is only ever corruption
+# Element caps far above real files (131 072 tokens, some 10^5..10^6 merges) that keep a corrupt
+# count from turning into minutes of parsing or gigabytes of Python objects.
+MAX_STRING_ARRAY = 1 << 22
+MAX_NUMBER_ARRAY = 1 << 26
 DEFAULT_ALIGNMENT = 32
 
 # Metadata value types: id -> (name, struct format of a scalar or None, size in bytes).
@@ -183,14 +187,18 @@ class GGUFFile:
             if elem_type not in _MIN_VALUE_BYTES:
                 raise WeightsError(f"GGUF file {self.path} is corrupt: metadata array {key} has unknown "
                                    f"element type {elem_type}")
+            cap = MAX_NUMBER_ARRAY if elem_type in _NUMPY or elem_type == 7 else MAX_STRING_ARRAY
+            if count > cap:
+                raise WeightsError(f"GGUF file {self.path} is corrupt: metadata array {key} claims {count} "
+                                   f"elements (limit {cap}); download the file again")
             if count * _MIN_VALUE_BYTES[elem_type] > cur.remaining():
                 raise WeightsError(f"GGUF file {self.path} is truncated or corrupt: metadata array {key} "
                                    f"claims {count} elements, more than the file holds; download it again")
-            if elem_type in _NUMPY:
+            if elem_type in _NUMPY:  # a numpy copy: compact, and it does not pin the mapping
                 size = _SCALARS[elem_type][2] * count
-                values = np.frombuffer(cur.buf, dtype=_NUMPY[elem_type], count=count, offset=cur.pos).tolist()
+                numbers = np.frombuffer(cur.buf, dtype=_NUMPY[elem_type], count=count, offset=cur.pos).copy()
                 cur.pos += size
-                return values
+                return numbers
             if elem_type == 7:
                 values = [bool(b) for b in bytes(cur.buf[cur.pos : cur.pos + count])]
                 cur.pos += count
