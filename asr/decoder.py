@@ -17,6 +17,34 @@ from torch import nn
 from asr.cache import RingKVCache
 from asr.config import DecoderConfig
 from asr.layers import CachedAttention, RMSNorm, Rotary, SwiGLU
+from asr.quant import QLinear, QuantizedTensor
+
+
+class TiedEmbedding(nn.Embedding):
+    """Token embeddings that double as the output head (``logits = h E^T``)."""
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.weight)
+
+
+class QuantizedTiedEmbedding(nn.Module):
+    """The tied embedding kept packed (e.g. Q6_K in Q4_K_M files): rows dequantized on lookup,
+    the head through the quantized linear path."""
+
+    def __init__(self, qweight: QuantizedTensor, compute_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.linear = QLinear(qweight, None, compute_dtype)
+
+    @property
+    def n_packed_params(self) -> int:
+        return self.linear.n_packed_params
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, dim]
+        rows = self.linear.qweight.dequantize_rows(tokens.reshape(-1), self.linear.compute_dtype)
+        return rows.view(*tokens.shape, -1)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h)
 
 
 class DecoderLayer(nn.Module):
@@ -52,7 +80,7 @@ class TextDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.tok_embeddings: TiedEmbedding | QuantizedTiedEmbedding = TiedEmbedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
@@ -63,7 +91,7 @@ class TextDecoder(nn.Module):
 
     def ada_scales(self, delay_tokens: int) -> torch.Tensor:
         """Per-layer FFN input scales ``1 + ada_l(t_cond)`` for a delay: [n_layers, dim]. Compute once."""
-        w = self.norm.weight
+        w = self.norm.weight  # its dtype and device are the model's
         t_cond = delay_embedding(delay_tokens, self.cfg.dim, w.dtype, w.device)
         return torch.stack([1 + layer.ada_rms_norm_t_cond(t_cond) for layer in self.layers])
 
@@ -89,4 +117,4 @@ class TextDecoder(nn.Module):
             h = h + layer.feed_forward(layer.ffn_norm(h) * ada_scales[i])
         cache.commit()
         last = self.norm(h[:, -1])  # [B, dim]
-        return F.linear(last, self.tok_embeddings.weight)  # tied head: [B, vocab]
+        return self.tok_embeddings.head(last)  # tied head: [B, vocab]

@@ -107,14 +107,18 @@ def _place(net: nn.Module, path: str, value: Any, device: torch.device, dtype: t
         module._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
         return tensor.numel() * tensor.element_size()
     # A quantized matrix stays packed: swap the Linear (or embedding) for its quantized twin.
+    from asr.decoder import QuantizedTiedEmbedding, TiedEmbedding
     from asr.quant import QLinear
 
-    if not isinstance(module, nn.Linear) or attr != "weight":
-        raise AsrError(f"internal error: no quantized form for {path}")
     parent_path, _, child = module_path.rpartition(".")
     parent = net.get_submodule(parent_path) if parent_path else net
-    bias = module.bias if module.bias is not None and not module.bias.is_meta else None
-    parent._modules[child] = QLinear(value.to(device), bias, dtype)
+    if isinstance(module, TiedEmbedding):
+        parent._modules[child] = QuantizedTiedEmbedding(value.to(device), dtype)
+    elif isinstance(module, nn.Linear) and attr == "weight":
+        bias = module.bias if module.bias is not None and not module.bias.is_meta else None
+        parent._modules[child] = QLinear(value.to(device), bias, dtype)
+    else:
+        raise AsrError(f"internal error: no quantized form for {path}")
     return int(value.nbytes)
 
 

@@ -1,8 +1,8 @@
 """Checkpoint formats. ``read_checkpoint(path)`` detects the format and returns a :class:`Checkpoint`.
 
 One module per format, each mapping its names and layout to the canonical ones (names.py):
-``hf`` (transformers directory); the original Mistral directory and the GGUF families are added
-by their own modules and registered in ``_FORMATS``.
+``hf`` (transformers directory), ``consolidated`` (Mistral's original directory) and ``gguf``
+(the transcribe.cpp and voxtral-mini-realtime-rs families).
 """
 
 from __future__ import annotations
@@ -12,11 +12,17 @@ from pathlib import Path
 
 from asr.errors import ModelNotFound, UnsupportedFormat
 from asr.weights.checkpoint import Checkpoint
+from asr.weights.consolidated import is_consolidated_dir, load_consolidated_dir
+from asr.weights.gguf_model import load_gguf
+from asr.weights.gguf_reader import is_gguf
 from asr.weights.hf import is_hf_dir, load_hf_dir
 
-# (name, detector, loader) in order of precedence.
+# (name, detector, loader) in order of precedence. Mistral's original directory wins over the
+# transformers one when a download holds both (the hub repo ships both sets of files).
 _FORMATS: list[tuple[str, Callable[[Path], bool], Callable[[Path], Checkpoint]]] = [
+    ("consolidated", is_consolidated_dir, load_consolidated_dir),
     ("hf", is_hf_dir, load_hf_dir),
+    ("gguf", lambda p: p.is_file() and is_gguf(p), load_gguf),
 ]
 
 
