@@ -113,7 +113,8 @@ def _metadata(config: dict, preset: str) -> _KV:
     m = "stt.voxtral_realtime."
     kv.add(m + "streaming_pad_token_id", "u32", 32)
     for key, value in (("n_layers", a["num_hidden_layers"]), ("d_model", a["hidden_size"]),
-                       ("n_heads", a["num_attention_heads"]), ("n_kv_heads", a["num_key_value_heads"]),
+                       ("n_heads", a["num_attention_heads"]),
+                       ("n_kv_heads", a.get("num_key_value_heads", a["num_attention_heads"])),
                        ("head_dim", a["head_dim"]), ("ffn_dim", a["intermediate_size"]),
                        ("num_mel_bins", a["num_mel_bins"]), ("sliding_window", a["sliding_window"]),
                        ("max_position_embeddings", a["max_position_embeddings"])):
