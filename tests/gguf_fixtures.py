@@ -7,6 +7,7 @@ quantizes Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 itself; K-quant tensors are random valid bloc
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
 
 from asr.config import ModelConfig
+from asr.weights.gguf_common import gpt2_byte_to_unicode, gpt2_token_string
 from asr.weights.gguf_names import canonical_to_transcribe_cpp, interleaved_from_neox, neox_from_interleaved
 from asr.weights.gguf_random import transcribe_cpp_type
 from asr.weights.names import CONSOLIDATED_PREFIX, expected_shapes
@@ -204,23 +206,34 @@ class WrittenModel:
     types: dict[str, GGMLQuantizationType]  # canonical name -> stored type
 
 
-def _tokens(vocab_size: int) -> tuple[list[str], list[int]]:
+def _tokens(vocab_size: int, tekken: dict | None = None) -> tuple[list[str], list[int]]:
+    """gpt2 byte-level token strings, from a tekken.json's data when given (as transcribe.cpp's
+    converter does), else the 256 single bytes followed by ASCII filler tokens."""
     specials = ["<unk>", "<s>", "</s>"] + [f"<SPECIAL_{i}>" for i in range(3, 1000)]
     specials[32], specials[33], specials[11] = "[STREAMING_PAD]", "[STREAMING_WORD]", "<pad>"
-    normal = [chr(0x100 + i) if i < 256 else f"t{i}" for i in range(vocab_size - 1000)]
+    table = gpt2_byte_to_unicode()
+    if tekken is not None:
+        for special in tekken.get("special_tokens", []):
+            if special["rank"] < 1000:
+                specials[special["rank"]] = special["token_str"]
+        pieces = [base64.b64decode(entry["token_bytes"]) for entry in tekken["vocab"][: vocab_size - 1000]]
+    else:
+        pieces = [bytes([i]) if i < 256 else f"t{i}".encode() for i in range(vocab_size - 1000)]
+    normal = [gpt2_token_string(piece, table) for piece in pieces]
     return specials + normal, [3] * 1000 + [1] * (vocab_size - 1000)
 
 
 def write_transcribe_cpp_gguf(path: Path, config: dict, weights: dict[str, torch.Tensor],
                               preset: str = "Q4_K_M", seed: int = 0,
-                              edit_metadata: Callable[[GGUFWriter], None] | None = None) -> WrittenModel:
+                              edit_metadata: Callable[[GGUFWriter], None] | None = None,
+                              tekken: dict | None = None) -> WrittenModel:
     """A transcribe.cpp-style GGUF (arch voxtral_realtime, NeoX q/k, embedded vocabulary)."""
     rng = np.random.default_rng(seed)
     a, t = config["audio_config"], config["text_config"]
     writer = GGUFWriter(str(path), "voxtral_realtime")
     writer.add_name("Voxtral Mini 4B Realtime (tiny test)")
     writer.add_file_type({"BF16": 32, "F16": 1, "Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q4_K_M": 15}[preset])
-    tokens, types = _tokens(t["vocab_size"])
+    tokens, types = _tokens(t["vocab_size"], tekken)
     writer.add_string("tokenizer.ggml.model", "gpt2")
     writer.add_string("tokenizer.ggml.pre", "tekken")
     writer.add_array("tokenizer.ggml.tokens", tokens)
@@ -365,5 +378,5 @@ def write_all_formats(hf_dir: Path, out_dir: Path, presets: tuple[str, ...] = ("
     (out_dir / "trevors" / "tekken.json").write_bytes(tekken)
     for preset in presets:
         written[f"gguf-transcribe-cpp-{preset}"] = write_transcribe_cpp_gguf(
-            out_dir / f"tiny-{preset}.gguf", config, weights, preset)
+            out_dir / f"tiny-{preset}.gguf", config, weights, preset, tekken=json.loads(tekken))
     return written

@@ -38,6 +38,28 @@ class EmbeddedVocab:
     pre: str | None = None
 
 
+def gpt2_byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table used by ``tokenizer.ggml.model = gpt2``.
+
+    Printable Latin-1 bytes ('!'..'~', '¡'..'¬', '®'..'ÿ') stand for themselves; the other 68
+    bytes map, in order, to U+0100, U+0101, ...
+    """
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(0x100 + extra)
+            extra += 1
+    return table
+
+
+def gpt2_token_string(token: bytes, table: dict[int, str] | None = None) -> str:
+    """The gpt2 byte-level string of a token's bytes."""
+    table = table or gpt2_byte_to_unicode()
+    return "".join(table[b] for b in token)
+
+
 # Published Voxtral Mini 4B Realtime hyper-parameters (voxtral-realtime.md §2.1, §3, §4).
 _PUBLISHED: dict = {
     "model_type": "voxtral_realtime",

@@ -18,7 +18,7 @@ import numpy as np
 
 from asr.config import ModelConfig
 from asr.quant.types import QUANT_TYPES_BY_NAME, QuantType
-from asr.weights.gguf_common import published_config
+from asr.weights.gguf_common import gpt2_byte_to_unicode, published_config
 from asr.weights.gguf_names import canonical_to_transcribe_cpp
 from asr.weights.names import expected_shapes
 
@@ -102,7 +102,8 @@ def _metadata(config: dict, preset: str) -> _KV:
     tokens = [f"<SPECIAL_{i}>" for i in range(n_special)]
     tokens[0:3], tokens[11], tokens[32], tokens[33] = ["<unk>", "<s>", "</s>"], "<pad>", "[STREAMING_PAD]", \
         "[STREAMING_WORD]"
-    tokens += [chr(0x100 + i) for i in range(min(256, vocab - n_special))]
+    byte_chars = gpt2_byte_to_unicode()
+    tokens += [byte_chars[i] for i in range(min(256, vocab - n_special))]
     tokens += [f"tok{i}" for i in range(vocab - len(tokens))]
     kv.add("tokenizer.ggml.model", "str", "gpt2")
     kv.add("tokenizer.ggml.pre", "str", "tekken")
