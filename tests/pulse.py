@@ -7,7 +7,8 @@ source, and points this process at it through ``PULSE_SERVER`` (so PortAudio's `
 null sink with ``paplay`` comes out of its monitor, which is both the "system audio" and,
 as the default source, the "microphone".
 
-Use the ``pulse_server`` fixture (session scope): ``from tests.pulse import pulse_server``.
+Use the ``pulse_server`` fixture (session scope): ``from tests.pulse import pulse_server_fixture``
+(or a conftest that imports it).
 Tests that use it are marked ``@pytest.mark.audio``; it skips them, with the reason, where no
 server can start.
 """
@@ -61,7 +62,9 @@ class PulseServer:
 
     def start(self) -> None:
         if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
-            raise PulseUnavailable("pulseaudio or pactl is not installed (apt install pulseaudio pulseaudio-utils)")
+            raise PulseUnavailable(
+                "pulseaudio or pactl is not installed (apt install pulseaudio pulseaudio-utils)"
+            )
         (self.runtime_dir / "client.conf").write_text("autospawn = no\n")
         command = [
             "pulseaudio",
@@ -78,7 +81,9 @@ class PulseServer:
         ]
         env = {**os.environ, **self._env_overrides(), "HOME": str(self.runtime_dir)}
         env.pop("PULSE_SERVER")  # the server itself must not try to connect anywhere
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -126,7 +131,9 @@ class PulseServer:
 
     def load_null_sink(self, name: str, rate: int = 48_000, channels: int = 2) -> int:
         """Add a null sink; returns the module index (for :meth:`unload_module`)."""
-        out = self.pactl("load-module", "module-null-sink", f"sink_name={name}", f"rate={rate}", f"channels={channels}")
+        out = self.pactl(
+            "load-module", "module-null-sink", f"sink_name={name}", f"rate={rate}", f"channels={channels}"
+        )
         return int(out.stdout.strip())
 
     def unload_module(self, module: int) -> None:
@@ -142,8 +149,8 @@ class PulseServer:
         )
 
 
-@pytest.fixture(scope="session")
-def pulse_server() -> Iterator[PulseServer]:
+@pytest.fixture(scope="session", name="pulse_server")
+def pulse_server_fixture() -> Iterator[PulseServer]:
     """A running private PulseAudio server (skips the test where none can start)."""
     server = PulseServer()
     try:

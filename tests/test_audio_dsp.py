@@ -51,7 +51,9 @@ def test_streaming_resampler_keeps_length_and_frequency(rate):
 def test_resampler_passes_16k_through_exactly():
     signal = np.random.default_rng(0).uniform(-1, 1, 5000).astype(np.float32)
     resampler = MonoResampler(16_000)
-    out = np.concatenate([resampler.process(signal[:1234]), resampler.process(signal[1234:]), resampler.flush()])
+    out = np.concatenate(
+        [resampler.process(signal[:1234]), resampler.process(signal[1234:]), resampler.flush()]
+    )
     assert np.array_equal(out, signal)
 
 

@@ -7,8 +7,10 @@ open PortAudio's ``pulse`` ALSA device, or record with ``parec`` in a subprocess
     open at the same time (the mixed input) would race for it, and the ``pulse`` ALSA device
     needs libasound2-plugins, which many systems lack;
   * the device is named explicitly on the command line, with the rate and format we ask for;
-  * a sound server that dies or a sink that disappears ends the subprocess (EOF and an exit
-    code with a message on stderr) instead of wedging a PortAudio thread inside our process;
+  * a sound server that dies ends the subprocess, with an exit code and a message on stderr,
+    instead of wedging a PortAudio thread inside our process; a sink that disappears makes the
+    server move the stream to another source, which parec reports, so we can end with a clear
+    message rather than go on silently capturing something else;
   * reading its stdout is plain asyncio, with backpressure, and no PortAudio needed at all.
 Sources are listed with ``pactl`` (JSON where it supports it, else ``list short``).
 """
@@ -153,6 +155,13 @@ def default_sink() -> str | None:
     return None
 
 
+def _sources_or_empty() -> list[PulseSource]:
+    try:
+        return list_pulse_sources()
+    except AudioSourceError:
+        return []
+
+
 def list_monitor_sources() -> list[PulseSource]:
     return [source for source in list_pulse_sources() if source.is_monitor]
 
@@ -197,6 +206,7 @@ def _recorder_command(source: PulseSource, latency_ms: int) -> list[str]:
             f"--rate={source.rate}",
             f"--channels={source.channels}",
             "--raw",
+            "--verbose",  # reports "Stream moved to device ..." on stderr; see _collect_stderr
             f"--latency-msec={latency_ms}",
             "--client-name=voxcap",
             "--stream-name=voxcap system audio",
@@ -235,6 +245,7 @@ class SystemAudioSource(AudioSource):
         self._process: asyncio.subprocess.Process | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=5)
         self._stderr_task: asyncio.Task[None] | None = None
+        self._vanished: str | None = None  # why the source is gone, when we noticed it
 
     def describe(self) -> str:
         if self.source is None:
@@ -260,9 +271,37 @@ class SystemAudioSource(AudioSource):
         self._stderr_task = asyncio.create_task(self._collect_stderr())
 
     async def _collect_stderr(self) -> None:
-        assert self._process is not None and self._process.stderr is not None
-        async for line in self._process.stderr:
-            self._stderr.append(line.decode(errors="replace").strip())
+        process = self._process
+        assert process is not None and process.stderr is not None
+        # parec -v rewrites a status line with \r many times a second: read bytes, not lines.
+        pending = ""
+        while data := await process.stderr.read(4096):
+            pending += data.decode(errors="replace")
+            *lines, pending = re.split(r"[\r\n]", pending)
+            for line in lines:
+                await self._stderr_line(line.replace("\x1b[K", "").strip(), process)
+
+    async def _stderr_line(self, line: str, process: asyncio.subprocess.Process) -> None:
+        if line.startswith("Stream moved to device"):
+            # Deliberate (a mixer app) if our source still exists; else it vanished and the
+            # server rescued the stream onto another source: end, rather than mislabel it.
+            names = {s.name for s in await asyncio.to_thread(_sources_or_empty)}
+            if self.source is not None and self.source.name not in names:
+                self._vanished = f"it disappeared; the server moved the stream to {line[23:].split(' (')[0]}"
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+        elif line and not line.startswith(
+            (
+                "Time:",
+                "Opening",
+                "Connection established",
+                "Stream succ",
+                "Buffer metrics",
+                "Using sample",
+                "Connected to",
+            )
+        ):
+            self._stderr.append(line)
 
     async def _pump(self) -> None:
         assert self._process is not None and self._process.stdout is not None and self.source is not None
@@ -288,7 +327,7 @@ class SystemAudioSource(AudioSource):
         if self._stderr_task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stderr_task, 1.0)
-        why = self._stderr[-1] if self._stderr else f"exit code {code}"
+        why = self._vanished or (self._stderr[-1] if self._stderr else f"exit code {code}")
         raise AudioSourceError(
             f"System audio from '{self.source.name}' stopped ({why}); the sink may be gone or the "
             f"sound server stopped; {DEVICE_HINT}"
