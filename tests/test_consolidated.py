@@ -90,3 +90,33 @@ def test_bad_inputs(tmp_path, tiny_dir):
     (params / "params.json").write_text("{not json")
     with pytest.raises(ConfigError, match=r"params\.json: not readable JSON"):
         load_consolidated_dir(params)
+
+
+def test_engine_gives_the_same_logits_from_the_mistral_and_hf_directories(tmp_path):
+    """Lossless (F32) Mistral layout of the engine's tiny model streams exactly the logits of its HF
+    form, so the q/k permutation at load is exactly HF's; a Q8_0 GGUF of it builds and streams."""
+    import numpy as np
+
+    from asr.loader import build_model
+    from asr.weights.gguf_model import load_gguf
+    from asr.weights.hf import load_hf_dir
+    from tests.gguf_fixtures import write_all_formats
+    from tests.tiny_model import make_tiny_model_dir, synthetic_speechlike
+
+    hf_dir = make_tiny_model_dir(tmp_path / "hf", "wide")
+    written = write_all_formats(hf_dir, tmp_path / "out", presets=("Q8_0",))
+    audio = synthetic_speechlike(2.0, seed=3).astype(np.float32)
+    checkpoints = {"hf": load_hf_dir(hf_dir), "mistral": load_consolidated_dir(written["consolidated"].path),
+                   "q8_0": load_gguf(written["gguf-transcribe-cpp-Q8_0"].path)}
+    logits: dict[str, list[torch.Tensor]] = {}
+    for name, checkpoint in checkpoints.items():
+        session = build_model(checkpoint, torch.device("cpu"), torch.float32).stream(480)
+        logits[name] = []
+        session.logits_hook = lambda step, into=logits[name]: into.append(step[0].float().clone())
+        session.feed(audio)
+        session.finish()
+    assert len(logits["hf"]) > 20
+    assert all(torch.equal(a, b) for a, b in zip(logits["mistral"], logits["hf"], strict=True))
+    assert len(logits["q8_0"]) == len(logits["hf"])
+    assert all(torch.isfinite(step).all() for step in logits["q8_0"])
+    assert not all(torch.equal(a, b) for a, b in zip(logits["q8_0"], logits["hf"], strict=True))
