@@ -372,3 +372,13 @@ def test_reader_agrees_with_gguf_py(small_gguf):
         view = ours.tensor(tensor.name)
         raw = view.data if isinstance(view, QuantizedTensor) else view.reshape(-1).view(torch.uint8)
         assert np.array_equal(raw.reshape(-1).numpy(), np.asarray(tensor.data).reshape(-1).view(np.uint8))
+
+
+def test_tensors_outlive_the_reader(small_gguf):
+    """Views keep the mapping alive after the GGUFFile object is gone (no use-after-unmap)."""
+    import gc
+
+    packed = GGUFFile(small_gguf).tensor("dec.blocks.0.ffn.gate.weight")
+    norm = GGUFFile(small_gguf).tensor("dec.blocks.0.norm_attn.weight")
+    gc.collect()
+    assert torch.isfinite(packed.dequantize()).all() and torch.isfinite(norm).all()
