@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from asr.config import ModelConfig
 from asr.errors import AsrError, ConfigError
 from asr.model import ModelInfo, VoxtralRealtime
 from asr.runtime import Model
@@ -67,6 +68,21 @@ def load_model(
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     checkpoint = read_checkpoint(path)
     return build_model(checkpoint, device, dtype, tokenizer)
+
+
+def load_random_model(
+    quant: str = "bf16",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    config: ModelConfig | None = None,
+    seed: int = 0,
+) -> Model:
+    """Full-size (or ``config``-sized) random weights stored as ``quant``: for benchmarks."""
+    from asr.weights.random import random_checkpoint
+
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    checkpoint = random_checkpoint(config or ModelConfig(), quant, device, seed)
+    return build_model(checkpoint, device, dtype)
 
 
 def build_model(
@@ -130,6 +146,8 @@ def _load_tokenizer(source: Any, vocab_size: int) -> Any:
     """A tekken.json path, or a vocabulary embedded in a GGUF file (an object with ``tokens``)."""
     from asr.tokenizer import TekkenTokenizer
 
+    if isinstance(source, TekkenTokenizer):
+        return source
     if isinstance(source, (str, Path)):
         return TekkenTokenizer.from_file(source, vocab_size=vocab_size)
     return TekkenTokenizer.from_embedded(
