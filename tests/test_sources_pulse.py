@@ -9,8 +9,10 @@ with the same energy and duration.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,34 @@ def test_portaudio_lists_the_pulse_devices(pulse_server):
     monitors = list_monitor_sources()
     assert f"{SINK}.monitor" in {m.name for m in monitors}
     assert {m.monitor_of for m in monitors} >= {SINK, MIC_SINK}
+
+
+def test_voxcap_devices_lists_microphones_and_monitors(pulse_server):
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "devices"],
+        env=pulse_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith(" *") and line.split()[2] == "default" for line in lines)  # * index name
+    assert any(f"{SINK}.monitor" in line and line.startswith(" *#") for line in lines)  # default sink's
+    assert any(f"{MIC_SINK}.monitor" in line and line.startswith("  #") for line in lines)
+    assert "44100 Hz" in done.stdout and "48000 Hz" in done.stdout
+    report = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "tui.cli", "devices", "--json"],
+            env=pulse_server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    assert report["inputs_error"] is None and report["monitors_error"] is None
+    assert {d["name"] for d in report["inputs"]} >= {"pulse", "default"}
 
 
 @pytest.mark.parametrize("device", [None, "pulse"])

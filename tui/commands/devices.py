@@ -60,7 +60,7 @@ def format_report(report: dict[str, Any]) -> str:
     if report["inputs_error"]:
         lines.append(f"  unavailable: {report['inputs_error']}")
     elif not report["inputs"]:
-        lines.append("  none found")
+        lines.append("  none found (no sound card visible to PortAudio, and no PulseAudio/PipeWire server)")
     for device in report["inputs"]:
         mark = "*" if device["is_default"] else " "
         lines.append(

@@ -11,9 +11,13 @@ work on machines without libportaudio2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import queue
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -31,10 +35,38 @@ _FALLBACK_RATES = (48_000, 44_100, 32_000, 16_000)  # tried when the advertised 
 _OPEN_TIMEOUT_S = 10.0
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what C libraries write straight to file descriptor 2 for the duration.
+
+    PortAudio's device scan makes ALSA print dozens of "ALSA lib pcm.c: Unknown PCM ..."
+    lines on ordinary machines; written over a running full-screen app they wreck the display.
+    Python-level stderr is untouched (it is the same descriptor, so keep the block short).
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield  # no descriptor 2 to protect
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def import_sounddevice() -> ModuleType:
     """sounddevice, or AudioSourceError saying to install PortAudio (its import raises OSError)."""
     try:
-        import sounddevice
+        if "sounddevice" in sys.modules:
+            import sounddevice
+        else:
+            with quiet_native_stderr():  # the import initializes PortAudio: the device scan
+                import sounddevice
     except OSError as error:
         raise AudioSourceError(
             f"Microphone input needs the PortAudio library: {PORTAUDIO_HINT} ({error})"
@@ -94,8 +126,9 @@ def refresh_portaudio(sd: ModuleType | None = None) -> None:
     Only call it while no stream is open.
     """
     sd = sd or import_sounddevice()
-    sd._terminate()
-    sd._initialize()
+    with quiet_native_stderr():
+        sd._terminate()
+        sd._initialize()
 
 
 def resolve_input_device(device: str | int | None, devices: list[InputDevice]) -> InputDevice:
