@@ -40,6 +40,18 @@ pytestmark = [
 ]
 
 
+@pytest.fixture
+def portaudio_pulse(pulse_server: PulseServer) -> PulseServer:
+    """The server, once PortAudio can reach it (its ALSA ``pulse`` device comes from the plugin)."""
+    try:
+        names = {device.name for device in list_input_devices()}
+    except AudioSourceError as error:
+        pytest.skip(f"PortAudio is unavailable: {error}")
+    if "pulse" not in names:
+        pytest.skip("PortAudio lists no 'pulse' device: install libasound2-plugins (ALSA's pulse plugin)")
+    return pulse_server
+
+
 @pytest.fixture(scope="module")
 def speech_wav(tmp_path_factory) -> Path:
     if shutil.which("espeak-ng") is None:
@@ -127,7 +139,7 @@ def assert_captured(chunks: list[AudioChunk], reference: np.ndarray) -> None:
     assert rms_dbfs(captured[lag + len(reference) + 800 :]) < -60
 
 
-def test_portaudio_lists_the_pulse_devices(pulse_server):
+def test_portaudio_lists_the_pulse_devices(portaudio_pulse):
     names = {device.name for device in list_input_devices()}
     assert {"pulse", "default"} <= names
     monitors = list_monitor_sources()
@@ -164,9 +176,9 @@ def test_voxcap_devices_lists_microphones_and_monitors(pulse_server):
 
 
 @pytest.mark.parametrize("device", [None, "pulse"])
-async def test_microphone_captures_what_the_null_sink_plays(pulse_server, speech_wav, device):
+async def test_microphone_captures_what_the_null_sink_plays(portaudio_pulse, speech_wav, device):
     source = MicrophoneSource(device)
-    chunks = await capture_while_playing(source, pulse_server, [(speech_wav, SINK)])
+    chunks = await capture_while_playing(source, portaudio_pulse, [(speech_wav, SINK)])
     assert source.device is not None and source.rate == 44_100  # the pulse device's native rate
     assert source.error is None and source.dropped_s == 0.0
     assert all(c.source == "mic" and set(c.levels) == {"mic"} for c in chunks)
@@ -182,7 +194,8 @@ async def test_monitor_source_captures_what_the_sink_plays(pulse_server, speech_
     assert_captured(chunks, read_file_16k(speech_wav))
 
 
-async def test_mixed_input_tags_each_stretch_with_its_source(pulse_server, speech_wav, tone_wav):
+async def test_mixed_input_tags_each_stretch_with_its_source(portaudio_pulse, speech_wav, tone_wav):
+    pulse_server = portaudio_pulse
     pulse_server.set_default_source(f"{MIC_SINK}.monitor")  # the "microphone" hears only MIC_SINK
     try:
         source = MixedSource([MicrophoneSource(None), SystemAudioSource(f"{SINK}.monitor")])
@@ -226,7 +239,7 @@ async def test_a_sink_that_disappears_ends_the_system_source_with_a_clear_error(
     assert source.closed
 
 
-async def test_a_sound_server_that_dies_ends_the_microphone_with_a_clear_error(pulse_server):
+async def test_a_sound_server_that_dies_ends_the_microphone_with_a_clear_error(portaudio_pulse):
     doomed = PulseServer()
     doomed.start()  # points this process at the second server until stop()
     try:
@@ -269,7 +282,7 @@ async def test_a_live_input_nobody_reads_stays_bounded_and_counts_drops(pulse_se
     assert sum(c.duration_s for c in kept) <= 0.25 + 1e-9
 
 
-async def test_unknown_devices_name_the_device_and_the_fix(pulse_server):
+async def test_unknown_devices_name_the_device_and_the_fix(portaudio_pulse):
     with pytest.raises(AudioSourceError, match=r"'no such mic'.*voxcap devices"):
         await MicrophoneSource("no such mic").start()
     with pytest.raises(AudioSourceError, match=r"index 99"):
