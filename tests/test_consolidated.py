@@ -120,3 +120,31 @@ def test_engine_gives_the_same_logits_from_the_mistral_and_hf_directories(tmp_pa
     assert len(logits["q8_0"]) == len(logits["hf"])
     assert all(torch.isfinite(step).all() for step in logits["q8_0"])
     assert not all(torch.equal(a, b) for a, b in zip(logits["q8_0"], logits["hf"], strict=True))
+
+
+def test_fuzzed_safetensors_headers_fail_cleanly(tmp_path, tiny_dir):
+    """Random edits of the JSON header end in a WeightsError/ConfigError or a correct load."""
+    import numpy as np
+
+    from asr.errors import AsrError
+
+    data = (tiny_dir.path / "consolidated.safetensors").read_bytes()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    rng = np.random.default_rng(0)
+    work = _copy_dir(tiny_dir.path, tmp_path / "fuzz")
+    tokens = [b"0", b"9", b"-1", b"1e309", b'"', b"[", b"]", b"{", b"}", b",", b":", b"null", b"\xff",
+              b"99999999999999999999", b'"BF16"', b'"I64"']
+    loaded = 0
+    for _ in range(400):
+        header = bytearray(data[8 : 8 + header_len])
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(0, len(header)))
+            header[at : at + int(rng.integers(0, 3))] = tokens[int(rng.integers(0, len(tokens)))]
+        (work / "consolidated.safetensors").write_bytes(
+            struct.pack("<Q", len(header)) + bytes(header) + data[8 + header_len :])
+        try:
+            load_consolidated_dir(work).validate()
+            loaded += 1
+        except AsrError:
+            pass
+    assert loaded < 400

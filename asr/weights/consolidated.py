@@ -74,9 +74,9 @@ def _view(mapped: mmap.mmap, file: Path, name: str, entry: object, base: int, si
         dtype_name, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]  # type: ignore[index]
         shape = [int(s) for s in shape]
         begin, end = int(begin), int(end)
-    except (KeyError, TypeError, ValueError):
-        raise WeightsError(f"{file}: tensor {name} has a malformed header entry {entry!r}") from None
-    if dtype_name not in _DTYPES:
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise WeightsError(f"{file}: tensor {name} has a malformed header entry {str(entry)[:200]}") from None
+    if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
         raise WeightsError(f"{file}: tensor {name} has dtype {dtype_name}; voxcap reads F32, F16 and "
                            "BF16 here")
     dtype = _DTYPES[dtype_name]
