@@ -1,7 +1,7 @@
 """`voxcap devices`: the audio inputs voxcap can capture from.
 
 Two lists: PortAudio input devices (microphones; pick with ``--device NAME|INDEX``) and the
-PulseAudio/PipeWire monitor sources (system audio; pick with ``--system-device NAME``), which
+PulseAudio/PipeWire monitor sources (system audio; ``--source system --device NAME``), which
 PortAudio does not show. Either list may be unavailable (no PortAudio, no sound server); the
 command then says why and what to install, and still prints the other.
 """
@@ -68,7 +68,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{device['channels']} ch, {device['default_rate']:.0f} Hz)"
         )
     lines.append("")
-    lines.append("System audio (PulseAudio/PipeWire monitors)  --source system --system-device NAME")
+    lines.append("System audio (PulseAudio/PipeWire monitors)  --source system --device NAME")
     if report["monitors_error"]:
         lines.append(f"  unavailable: {report['monitors_error']}")
     elif not report["monitors"]:
