@@ -1,0 +1,156 @@
+"""Benchmark the engine as a live stream, and (optionally) the transformers reference on the same weights.
+
+Audio is fed 80 ms at a time, as a live source delivers it, after the prompt's first chunk. Per
+step we take the session's own encoder and decoder timings (CUDA-synchronised), so the numbers
+are what the app's gauges show. The reference runs its streaming ``generate`` over the same
+number of steps on the same weights (quantized weights are given to it dequantized).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from asr.audio import SAMPLE_RATE, SAMPLES_PER_TOKEN
+from asr.runtime import Model
+
+
+@dataclass
+class BenchResult:
+    device: str
+    device_name: str
+    weights: str  # "random q4_k_m", or the checkpoint name
+    dtype: str
+    delay_ms: int
+    steps: int
+    load_s: float
+    first_token_ms: float  # compute from the first sample to the first emitted id (prompt prefill)
+    encoder_ms_p50: float  # per 80 ms of audio
+    encoder_ms_p99: float
+    decoder_ms_p50: float  # per decoder step
+    decoder_ms_p99: float
+    total_ms_p50: float  # encoder + decoder per 80 ms
+    rtf: float  # compute time / audio time
+    memory: dict[str, float] = field(default_factory=dict)  # GB
+    reference_step_ms: float | None = None  # transformers, per step, same weights and device
+    speedup: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: float = 0.0,
+              weights: str = "") -> BenchResult:  # fmt: skip
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(int(seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
+    session = model.stream(delay_ms)
+    first = (delay_ms // 80 + 1) * SAMPLES_PER_TOKEN + 40  # the samples that complete the prompt
+    _reset_peak(model)
+    t0 = time.perf_counter()
+    session.feed(audio[:first])
+    first_token_ms = (time.perf_counter() - t0) * 1000.0
+    session.stats.encoder_ms.clear()
+    session.stats.decoder_ms.clear()
+    wall0 = time.perf_counter()
+    for start in range(first, len(audio), SAMPLES_PER_TOKEN):
+        session.feed(audio[start : start + SAMPLES_PER_TOKEN])
+    wall = time.perf_counter() - wall0
+    enc = np.asarray(session.stats.encoder_ms)
+    dec = np.asarray(session.stats.decoder_ms)
+    steps = len(dec)
+    return BenchResult(
+        device=str(model.device),
+        device_name=_device_name(model.device),
+        weights=weights or model.info.name,
+        dtype=model.info.dtype,
+        delay_ms=delay_ms,
+        steps=steps,
+        load_s=load_s,
+        first_token_ms=first_token_ms,
+        encoder_ms_p50=_pct(enc, 50),
+        encoder_ms_p99=_pct(enc, 99),
+        decoder_ms_p50=_pct(dec, 50),
+        decoder_ms_p99=_pct(dec, 99),
+        total_ms_p50=_pct(enc, 50) + _pct(dec, 50),
+        rtf=wall / max(1e-9, (len(audio) - first) / SAMPLE_RATE),
+        memory=memory_report(model.device),
+    )
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if values.size else float("nan")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def _reset_peak(model: Model) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+        torch.cuda.reset_peak_memory_stats(model.device)
+
+
+def memory_report(device: torch.device) -> dict[str, float]:
+    """GB: PyTorch allocated/reserved (and peaks) on CUDA plus NVML's device view; RSS on CPU."""
+    gb = 1e9
+    if device.type != "cuda":
+        import psutil
+
+        return {"process_rss": psutil.Process().memory_info().rss / gb}
+    report = {
+        "allocated": torch.cuda.memory_allocated(device) / gb,
+        "reserved": torch.cuda.memory_reserved(device) / gb,
+        "max_allocated": torch.cuda.max_memory_allocated(device) / gb,
+    }
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        report["device_used"] = info.used / gb
+        report["device_total"] = info.total / gb
+    except Exception:
+        pass
+    return report
+
+
+def reference_step_ms(model: Model, steps: int = 60, delay_ms: int = 480) -> float:
+    """Per-step time of transformers' streaming generate on the same weights and device."""
+    from asr.reference_bridge import reference_model
+
+    hf = reference_model(model)
+    delay = delay_ms // 80
+    n_prompt = 33 + delay
+    rng = np.random.default_rng(0)
+    frames_first = 8 * n_prompt
+    feats = [torch.randn(1, 128, frames_first, generator=torch.Generator().manual_seed(0))]
+    feats += [torch.from_numpy(rng.standard_normal((1, 128, 8)).astype(np.float32)) for _ in range(steps)]
+    feats = [f.to(model.device, model.dtype) for f in feats]
+    prompt = torch.tensor([[1] + [32] * (n_prompt - 1)], device=model.device)
+
+    def run(n: int) -> float:
+        _sync(model.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            hf.generate(input_ids=prompt, input_features=(f for f in feats[: n + 1]), num_delay_tokens=delay,
+                        do_sample=False, max_new_tokens=n + 2)  # fmt: skip
+        _sync(model.device)
+        return time.perf_counter() - t0
+
+    run(4)  # warm up
+    short, long = run(4), run(steps)
+    return (long - short) / (steps - 4) * 1000.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

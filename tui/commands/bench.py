@@ -1,0 +1,73 @@
+"""``voxcap bench``: engine speed as a live stream, on a real model or full-size random weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from asr.weights.random import FLOAT_PRESETS, QUANT_PRESETS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure engine speed and memory (real or random full-size weights)",
+        description="Feed audio as a live stream (80 ms at a time) and report per-step compute, "
+        "first-token latency, real-time factor and memory.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="model path or catalog name")
+    source.add_argument("--random", action="store_true", help="full-size random weights (no file needed)")
+    parser.add_argument("--quant", default="bf16", choices=[*FLOAT_PRESETS, *QUANT_PRESETS],
+                        help="storage type of --random weights (default bf16)")  # fmt: skip
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)")
+    parser.add_argument("--dtype", default=None, help="compute dtype (default bfloat16)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="audio to stream (default 30)")
+    parser.add_argument("--delay-ms", type=int, default=480)
+    parser.add_argument("--compare-reference", action="store_true",
+                        help="also time transformers' implementation on the same weights and device")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asr
+    from asr.bench import benchmark, reference_step_ms
+    from asr.loader import load_random_model
+
+    t0 = time.perf_counter()
+    if args.random or not args.model:
+        model = load_random_model(args.quant, args.device, args.dtype)
+        weights = f"random {args.quant}"
+    else:
+        from asr.hub import resolve_model
+
+        model = asr.load_model(resolve_model(args.model), args.device, args.dtype)
+        weights = model.info.name
+    load_s = time.perf_counter() - t0
+    result = benchmark(model, args.seconds, args.delay_ms, load_s, weights)
+    if args.compare_reference:
+        result.reference_step_ms = reference_step_ms(model, delay_ms=args.delay_ms)
+        result.speedup = result.reference_step_ms / result.decoder_ms_p50
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        _print(result)
+    return 0
+
+
+def _print(r: object) -> None:
+    print(f"voxcap bench: {r.weights} on {r.device_name} ({r.device}), {r.dtype}, delay {r.delay_ms} ms")
+    print(f"  load                {r.load_s:8.2f} s")
+    print(f"  first token         {r.first_token_ms:8.2f} ms  (prompt prefill + encoder)")
+    print(f"  encoder / 80 ms     {r.encoder_ms_p50:8.3f} ms p50  {r.encoder_ms_p99:8.3f} ms p99")
+    print(f"  decoder / step      {r.decoder_ms_p50:8.3f} ms p50  {r.decoder_ms_p99:8.3f} ms p99")
+    print(
+        f"  total / 80 ms       {r.total_ms_p50:8.3f} ms p50  (budget 80 ms)   RTF {r.rtf:.3f}  ({r.steps} steps)"
+    )
+    print("  memory              " + ", ".join(f"{k} {v:.2f} GB" for k, v in r.memory.items()))
+    if r.reference_step_ms is not None:
+        print(
+            f"  transformers        {r.reference_step_ms:8.3f} ms per step  -> voxcap is {r.speedup:.1f}x faster"
+        )
