@@ -6,7 +6,8 @@ import argparse
 import json
 import time
 
-from asr.weights.random import FLOAT_PRESETS, QUANT_PRESETS
+# Storage types of --random weights (asr.weights.random; listed here so the CLI starts without torch).
+RANDOM_QUANTS = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", help="model path or catalog name")
     source.add_argument("--random", action="store_true", help="full-size random weights (no file needed)")
-    parser.add_argument("--quant", default="bf16", choices=[*FLOAT_PRESETS, *QUANT_PRESETS],
+    parser.add_argument("--quant", default="bf16", choices=RANDOM_QUANTS,
                         help="storage type of --random weights (default bf16)")  # fmt: skip
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)")
     parser.add_argument("--dtype", default=None, help="compute dtype (default bfloat16)")
