@@ -103,6 +103,12 @@ class ModelConfig:
                 value = getattr(part, f.name)
                 if value <= 0:
                     raise ConfigError(f"{source}: {name}.{f.name} = {value} must be positive")
+                limit = _LIMITS.get(f.name)
+                if limit is not None and value > limit:
+                    # A damaged file must fail here, not allocate gigabytes while building shapes.
+                    raise ConfigError(
+                        f"{source}: {name}.{f.name} = {value} is implausible (limit {limit}); the file is damaged"
+                    )
         if dec.n_heads % dec.n_kv_heads:
             raise ConfigError(
                 f"{source}: text_config.num_attention_heads ({dec.n_heads}) must be a multiple of "
@@ -121,6 +127,14 @@ class ModelConfig:
                 f"{source}: downsample_factor = {self.downsample}; Voxtral Realtime groups exactly 4 encoder "
                 "frames per 80 ms token"
             )
+
+
+# Upper bounds far above any real configuration (the published model uses 32 layers, 9216 wide).
+_LIMITS = {
+    "dim": 1 << 16, "n_layers": 1024, "n_heads": 1024, "n_kv_heads": 1024, "head_dim": 4096,
+    "hidden_dim": 1 << 18, "n_mels": 1024, "vocab_size": 1 << 22, "sliding_window": 1 << 24,
+    "max_positions": 1 << 30, "ada_dim": 1 << 16,
+}  # fmt: skip
 
 
 def _rope_theta(section: dict[str, Any], default: float) -> float:

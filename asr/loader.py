@@ -66,7 +66,7 @@ def load_model(
     at a ``tekken.json`` when the checkpoint has none beside it.
     """
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, tokenizer)
     return build_model(checkpoint, device, dtype, tokenizer)
 
 
