@@ -179,6 +179,7 @@ class FakeSource:
         self.stopped = False
         self.paused = False
         self.position = 0
+        self.held = False  # a test sets it to make the input wait (like a slow start)
 
     def describe(self) -> str:
         return f"fake {self.source} input, {len(self.samples) / 16000:.1f} s"
@@ -204,17 +205,18 @@ class FakeSource:
         while True:
             if self.stopped:
                 raise StopAsyncIteration
-            if self.paused:
+            if self.paused or self.held:
                 await asyncio.sleep(0.01)
                 continue
-            if self.position >= len(self.samples):
-                if self.drops_when_full:  # a live input never ends by itself
-                    await asyncio.sleep(0.01)
-                    continue
+            if self.position >= len(self.samples) and not self.drops_when_full:
                 raise StopAsyncIteration
             break
         await asyncio.sleep(self.interval_s)
-        part = self.samples[self.position : self.position + self.chunk]
-        self.position += len(part)
+        if self.position >= len(self.samples):  # a live input goes on: silence
+            await asyncio.sleep(0.08)
+            part = np.zeros(self.chunk, dtype=np.float32)
+        else:
+            part = self.samples[self.position : self.position + self.chunk]
+            self.position += len(part)
         level = -20.0 if np.any(part) else -100.0
         return FakeChunk(part, self.source, time.monotonic(), {self.source: level})

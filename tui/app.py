@@ -199,9 +199,13 @@ class VoxcapApp(App[int]):
                 self.post_message(WorkerFinished("error", str(error)))
 
     def set_source_text(self, text: str) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets are gone (the journal has the text)
         self.query_one("#source-line", Static).update(text)
 
     def set_levels(self, levels: dict[str, float], silent: bool) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets are gone (the journal has the text)
         meter = self.query_one(LevelMeter)
         meter.levels = levels
         meter.silent = silent
@@ -214,6 +218,8 @@ class VoxcapApp(App[int]):
     # -- worker messages ------------------------------------------------------------------------
 
     def on_tokens_decoded(self, message: TokensDecoded) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets are gone (the journal has the text)
         captions = self.query_one(CaptionsView)
         for segment in message.finalized:
             mismatch = is_mismatch(segment.language, self.expected_language)
@@ -231,6 +237,8 @@ class VoxcapApp(App[int]):
         self.runtime.partial_shown(message.open_segment)
 
     def on_stream_marked(self, message: StreamMarked) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets are gone (the journal has the text)
         self.query_one(CaptionsView).add_mark(message.audio_s, message.detail)
         if message.kind == "delay" and message.delay_ms is not None:
             self.query_one(DelaySlider).in_force = message.delay_ms
@@ -238,6 +246,8 @@ class VoxcapApp(App[int]):
             self.notify(message.detail, severity="warning", timeout=10)
 
     def on_engine_stats(self, message: EngineStats) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets are gone (the journal has the text)
         self.stats = message
         self.query_one(GaugesPanel).stats = message
         if message.pending_delay_ms is None:
@@ -252,6 +262,8 @@ class VoxcapApp(App[int]):
             self.exit(0 if message.reason != "error" else 1)
 
     def on_journal_failed(self, message: JournalFailed) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets are gone (the journal has the text)
         self.notify(message.error, title="Journal", severity="error", timeout=20)
 
     @on(CaptionsView.FollowChanged)
@@ -269,6 +281,8 @@ class VoxcapApp(App[int]):
     # -- state ----------------------------------------------------------------------------------
 
     def _refresh_state(self) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets are gone (the journal has the text)
         stats, meter = self.stats, self.query_one(LevelMeter)
         if self.state in ("loading", "error") or self.asr is None:
             return
@@ -444,6 +458,14 @@ class VoxcapApp(App[int]):
             return
         self.asr.send(Stop(reason))
         self.set_timer(15.0, lambda: self.exit(1))  # an engine wedged in a step must not trap the user
+
+    def on_unmount(self) -> None:
+        """However the app ends (q, an exception, a test), the engine thread must stop and the
+        journal close; the thread gets a moment to flush what it holds."""
+        if self.asr is not None and not self.runtime.closed:
+            self.asr.send(Stop("exit", drain_s=0.0))
+            self.runtime.wait_for_worker_exit(self.asr, timeout_s=5.0)
+            self.runtime.close("exit")
 
     # -- command palette ------------------------------------------------------------------------
 

@@ -286,6 +286,14 @@ class CaptionRuntime:
         if self.persist_settings:
             save_changes({key: value})  # a few hundred bytes, atomic replace
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def wait_for_worker_exit(self, worker: AsrWorker, timeout_s: float) -> bool:
+        """Block until the worker thread returned (only at shutdown, when nothing is drawn)."""
+        return worker.finished.wait(timeout_s)
+
     def close(self, reason: str) -> None:
         """Called once the worker has flushed: close the recording, the journal (fsync'd end)."""
         if self._closed:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -178,12 +179,15 @@ class AsrWorker:
         self._memory: dict[str, float] = {}
         self._memory_at = -1e9
         self._source = "mic"
+        self.finished = threading.Event()  # set when run() returns, however it returns
+        self._wake = threading.Event()  # set by send(): lets an idle loop sleep instead of spin
 
     # -- called from other threads -----------------------------------------------------------
 
     def send(self, control: Control) -> None:
         """Queue a command; it is applied before the next chunk (thread-safe, never blocks)."""
         self._controls.put(control)
+        self._wake.set()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -194,25 +198,35 @@ class AsrWorker:
 
     def run(self) -> str:
         """Process audio and commands until :class:`Stop` (or the input ends, with ``stop_at_end``)."""
-        with _inference_mode():
-            while True:
-                stop = self._apply_controls()
-                if stop is not None:
-                    self._drain(stop.drain_s)
-                    self._flush("stop")
-                    self._post_stats(force=True)
-                    return stop.reason
-                chunk = self.audio.get(timeout=self.config.poll_s)
-                if chunk is not None:
-                    self._process(chunk)
-                elif self.audio.drained() and not self.ended:
-                    self._flush("end-of-input")
-                    self.ended = True
-                    self._post_stats(force=True)
-                    if self.config.stop_at_end:
-                        return "end-of-input"
-                self._mark_dropped()
-                self._post_stats()
+        try:
+            with _inference_mode():
+                return self._loop()
+        finally:
+            self.finished.set()
+
+    def _loop(self) -> str:
+        while True:
+            stop = self._apply_controls()
+            if stop is not None:
+                self._drain(stop.drain_s)
+                self._flush("stop")
+                self._post_stats(force=True)
+                return stop.reason
+            if self.ended:  # the input is over: only commands can come, sleep until one does
+                self._wake.wait(self.config.poll_s)
+                self._wake.clear()
+                continue
+            chunk = self.audio.get(timeout=self.config.poll_s)
+            if chunk is not None:
+                self._process(chunk)
+            elif self.audio.drained() and not self.ended:
+                self._flush("end-of-input")
+                self.ended = True
+                self._post_stats(force=True)
+                if self.config.stop_at_end:
+                    return "end-of-input"
+            self._mark_dropped()
+            self._post_stats()
 
     def _drain(self, budget_s: float) -> None:
         deadline = time.monotonic() + budget_s

@@ -100,9 +100,10 @@ class CaptionsView(ScrollView, can_focus=True):
         self._append(Entry(audio_s, text, "mark"))
 
     def set_partial(self, segment: Segment | None) -> None:
-        self.partial = (
-            None if segment is None else Entry(segment.start_s, segment.text, "partial", segment.source)
-        )
+        partial = None if segment is None else Entry(segment.start_s, segment.text, "partial", segment.source)
+        if partial == self.partial:
+            return  # padding-only updates change nothing on screen
+        self.partial = partial
         self._partial_strips = self._wrap(self.partial) if self.partial and self._wrap_width else []
         self._update_size()
 

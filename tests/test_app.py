@@ -1,0 +1,301 @@
+"""Pilot tests: every control of the app, with a fake engine and a fake input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import srt
+import yaml
+from textual.pilot import Pilot
+
+from tests.fake_engine import FakeModel, FakeSource, speech_like
+from tui.app import VoxcapApp
+from tui.journal import read_journal
+from tui.runtime import CaptionRuntime, default_journal
+from tui.settings import CONFIG_DIR_ENV, Settings
+from tui.widgets.captions import CaptionsView
+from tui.widgets.delay import DelaySlider
+from tui.widgets.dialogs import HelpScreen, PickerScreen
+from tui.widgets.status import StatusHeader
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path / "config"))
+    monkeypatch.setenv("VOXCAP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return tmp_path
+
+
+def conversation(repeats: int = 2) -> np.ndarray:
+    parts = []
+    for i in range(repeats):
+        parts += [speech_like(1.0, seed=i), speech_like(1.6, loud=False)]
+    return np.concatenate(parts)
+
+
+class Harness:
+    """An app wired to a fake engine; ``sources`` records every input the app opened."""
+
+    def __init__(
+        self,
+        audio: np.ndarray,
+        live: bool = False,
+        model: FakeModel | None = None,
+        journal: bool = True,
+        interval_s: float = 0.01,
+        held: bool = False,
+        **settings: Any,
+    ) -> None:
+        kind = "mic" if live else "file"
+        self.settings = Settings(source=kind, file=None if live else "talk.wav", **settings)
+        self.model = model or FakeModel()
+        self.sources: list[tuple[str, str | None, FakeSource]] = []
+        self.audio = audio
+        self.live = live
+
+        def factory(kind: str, device: str | None) -> FakeSource:
+            source = FakeSource(self.audio, interval_s=0.01 if self.live else 0.0, live=self.live, source=kind)
+            source.held = held
+            self.sources.append((kind, device, source))
+            return source
+
+        self.runtime = CaptionRuntime(
+            settings=self.settings,
+            source_factory=factory,
+            model=self.model,
+            journal_factory=default_journal if journal else None,
+        )
+        self.runtime.detector.warm_up()
+        self.app = VoxcapApp(self.settings, self.runtime)
+
+    @property
+    def session(self) -> Any:
+        return self.model.sessions[-1]
+
+    @property
+    def captions(self) -> CaptionsView:
+        return self.app.query_one(CaptionsView)
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], what: str, limit: int = 500) -> None:
+    for _ in range(limit):
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def saved_config(tmp_path: Path) -> dict[str, Any]:
+    return yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+
+
+async def test_file_is_captioned_journaled_and_quit_flushes(isolated_dirs: Path) -> None:
+    harness = Harness(conversation())
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.ended and app.asr is not None and app.asr.ended, "end of input")
+        await wait_for(pilot, lambda: app.state == "ended", "ended state")
+        texts = [e.text for e in harness.captions.entries if e.kind == "segment"]
+        assert texts[:2] == ["Hello world.", "This is a test of voxcap live captions."]
+        assert app.query_one(StatusHeader).state == "ended"
+        assert "fake-voxtral" in app.query_one(StatusHeader).model_text
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "exit")
+    contents = read_journal(harness.runtime.journal_path)
+    assert [s.text for s in contents.segments] == texts  # everything shown is on disk, once
+    assert contents.ended_cleanly
+    assert app.return_value == 0
+
+
+async def test_pause_and_resume(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(), live=True)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.asr is not None and harness.sources, "pipeline")
+        source = harness.sources[-1][2]
+        assert app.check_action("pause", ()) and not app.check_action("resume", ())
+        await pilot.press("space")
+        assert app.paused and source.paused and app.state == "paused"
+        assert app.check_action("resume", ()) and not app.check_action("pause", ())
+        await wait_for(pilot, lambda: app.asr.paused, "worker paused")
+        await pilot.press("space")
+        assert not app.paused and not source.paused
+        await wait_for(pilot, lambda: not app.asr.paused, "worker resumed")
+        kinds = [e.text for e in harness.captions.entries if e.kind == "mark"]
+        await wait_for(pilot, lambda: len([e for e in harness.captions.entries if e.kind == "mark"]) >= 2, "marks")
+        kinds = [e.text for e in harness.captions.entries if e.kind == "mark"]
+        assert kinds[:2] == ["paused", "resumed"]
+        assert harness.session.calls.count("finish") >= 1  # pausing flushes the last words
+
+
+async def test_delay_keys_change_the_stream_and_persist(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(3), live=True)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.asr is not None, "pipeline")
+        slider = app.query_one(DelaySlider)
+        await pilot.press("right_square_bracket", "right_square_bracket", "plus", "minus", "left_square_bracket")
+        assert slider.value == 560
+        await wait_for(pilot, lambda: "set_delay:560" in harness.session.calls, "set_delay")
+        await wait_for(pilot, lambda: slider.in_force == 560, "rollover at a pause")
+        marks = [e.text for e in harness.captions.entries if e.kind == "mark"]
+        assert any("480 → " in m for m in marks)
+        for _ in range(40):
+            await pilot.press("left_square_bracket")
+        assert slider.value == 80  # clamped at the minimum
+    assert saved_config(isolated_dirs)["delay_ms"] == 80
+
+
+async def test_language_picker_sets_expected_language_and_flags(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(2), live=True, held=True)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.press("l")
+        assert isinstance(app.screen, PickerScreen)
+        await pilot.press(*["down"] * 5, "enter")  # auto, ar, de, en, es, fr
+        assert app.expected_language == "fr"
+        assert app.query_one(StatusHeader).expected_language == "fr"
+        await wait_for(pilot, lambda: bool(harness.sources), "input")
+        harness.sources[-1][2].held = False
+
+        def flagged() -> list[Any]:
+            return [e for e in harness.captions.entries if e.kind == "segment" and e.mismatch]
+
+        await wait_for(pilot, lambda: bool(flagged()), "a flagged line")
+        assert all(e.language == "en" for e in flagged())  # English heard, French expected
+        assert "en!" in "\n".join(harness.captions.render_line(y).text for y in range(20))
+    assert saved_config(isolated_dirs)["language"] == "fr"
+
+
+async def test_theme_cycles_and_persists(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(1))
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        assert app.theme == "dark"
+        await pilot.press("t")
+        assert app.theme == "high-contrast"
+        await pilot.press("t")
+        assert app.theme == "light"
+    assert saved_config(isolated_dirs)["theme"] == "light"
+
+
+class DeviceRuntime(CaptionRuntime):
+    def list_devices(self) -> list[tuple[str, str]]:
+        return [("0", "Built-in mic"), ("2", "USB headset")]
+
+
+async def test_source_and_device_switch(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(), live=True)
+    harness.runtime.__class__ = DeviceRuntime
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: len(harness.sources) == 1, "first input")
+        await pilot.press("i")
+        assert isinstance(app.screen, PickerScreen)
+        await pilot.press("down", "enter")  # mic -> system
+        await wait_for(pilot, lambda: len(harness.sources) == 2, "switched input")
+        assert harness.sources[0][2].stopped and harness.sources[1][0] == "system"
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen), "device picker")
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: len(harness.sources) == 3, "device switch")
+        assert harness.sources[2][:2] == ("system", "2")
+        await wait_for(pilot, lambda: any("input:" in e.text for e in harness.captions.entries), "source mark")
+    assert saved_config(isolated_dirs)["input_device"] == "2"
+
+
+async def test_export_bookmark_copy_restart(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(2), live=True)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.segments_shown >= 2, "two lines")
+        await pilot.press("m")
+        await wait_for(pilot, lambda: any(e.text == "bookmark" for e in harness.captions.entries), "bookmark mark")
+        await pilot.press("c")
+        assert app.clipboard == harness.captions.last_final_text()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: "restart" in harness.session.calls, "restart")
+        await pilot.press("e")
+        assert isinstance(app.screen, PickerScreen)
+        await pilot.press("down", "enter")  # txt -> srt
+        export = harness.runtime.journal_path.with_suffix(".srt")
+        await wait_for(pilot, export.exists, "export file")
+        cues = list(srt.parse(export.read_text()))
+        assert [c.content.replace("\n", " ") for c in cues][:1] == ["Hello world."]
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "exit")
+    contents = read_journal(harness.runtime.journal_path)
+    assert "bookmark" in [m.kind for m in contents.marks] and "restart" in [m.kind for m in contents.marks]
+
+
+async def test_search_scroll_back_and_jump_to_live(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(8))
+    app = harness.app
+    async with app.run_test(size=(90, 16)) as pilot:
+        await wait_for(pilot, lambda: app.state == "ended", "end of input")
+        captions = harness.captions
+        assert captions.follow and captions.max_scroll_y > 0
+        await pilot.press("pageup")
+        assert not captions.follow and not app.following
+        assert app.query_one("#not-live").has_class("-visible")
+        assert app.check_action("jump_live", ())
+        await pilot.press("end")
+        assert captions.follow and captions.scroll_y == captions.max_scroll_y
+        await pilot.press("slash")
+        await pilot.press(*"world", "enter")
+        assert len(captions.matches) >= 4 and captions.current_match == captions.matches[-1]
+        assert not captions.follow
+        await pilot.press("n")
+        assert captions.current_match == captions.matches[0]
+        await pilot.press("N")
+        assert captions.current_match == captions.matches[-1]
+        await pilot.press("G")
+        assert captions.follow
+
+
+async def test_help_focus_mode_and_palette(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(1), live=True)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.asr is not None, "pipeline")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f")
+        assert app.screen.has_class("-focus")
+        await pilot.press("f")
+        assert not app.screen.has_class("-focus")
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for title in (
+            "Pause / resume",
+            "Delay up",
+            "Expected language",
+            "Input device",
+            "Export transcript",
+            "Bookmark",
+            "Next theme",
+            "Quit voxcap",
+        ):
+            assert title in titles
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Bookmark")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any(e.text == "bookmark" for e in harness.captions.entries), "palette bookmark")
+
+
+async def test_language_of_each_line_is_shown_in_its_gutter(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(1), journal=False)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.state == "ended", "end of input")
+        entries = [e for e in harness.captions.entries if e.kind == "segment"]
+        assert entries[1].language == "en" and entries[1].source == "mic" or entries[1].source == "file"
+        line = harness.captions.render_line(1).text
+        assert line.startswith("00:00:00 FILE en ") and "This is a test" in line
