@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from themes import load_themes
@@ -38,7 +38,7 @@ from tui.widgets.captions import CaptionsView
 from tui.widgets.delay import DelaySlider
 from tui.widgets.dialogs import ConfirmScreen, HelpScreen, PickerScreen, SearchScreen
 from tui.widgets.gauges import GaugesPanel, LevelMeter
-from tui.widgets.status import StatusHeader
+from tui.widgets.status import HintBar, StatusHeader
 from tui.worker import AsrWorker, Bookmark, Pause, Restart, Resume, SetDelay, Stop
 
 EXPORT_FORMATS = (
@@ -138,7 +138,7 @@ class VoxcapApp(App[int]):
                 yield DelaySlider(id="delay")
                 yield Static("Engine", classes="section-title")
                 yield GaugesPanel(id="gauges")
-        yield Footer()
+        yield HintBar()
 
     def on_mount(self) -> None:
         themes = load_themes(config_dir())
@@ -153,6 +153,10 @@ class VoxcapApp(App[int]):
         self.query_one(CaptionsView).focus()
         self._install_signal_handlers()
         self.runtime.start(self)
+
+    def on_resize(self) -> None:
+        # Every key label should fit: compact spacing when the terminal is not wide.
+        self.query_one(HintBar).compact = self.size.width < 140
 
     def _install_signal_handlers(self) -> None:
         try:

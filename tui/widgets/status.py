@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.reactive import reactive
 from textual.widget import Widget
+from textual.widgets import Footer
 
 # state -> (pill text, style). Symbols carry the meaning without colour.
 STATE_PILLS = {
@@ -37,5 +39,35 @@ class StatusHeader(Widget):
         pill, style = STATE_PILLS.get(self.state, (self.state.upper(), "bold"))
         left = Text.assemble(("voxcap", "bold"), " · ", self.model_text, f" · lang {self.expected_language}")
         right = Text(pill, style)
+        room = self.content_region.width - right.cell_len - 1
+        if left.cell_len > room:  # narrow: the state pill matters more than the model's details
+            left.truncate(max(0, room), overflow="ellipsis")
         space = max(1, self.content_region.width - left.cell_len - right.cell_len)
         return Text.assemble(left, " " * space, right)
+
+
+class HintBar(Footer):
+    """Textual's footer (keys valid now), wrapped into rows when the terminal is too narrow
+    for one: labels are never cut off."""
+
+    DEFAULT_CSS = """
+    HintBar { height: auto; max-height: 4; }
+    """
+    KEY_CELL_WIDTH = 15  # the widest label ("space Resume", "[ Delay−") plus spacing
+
+    def compose(self) -> ComposeResult:
+        keys = list(super().compose())
+        one_row = self.styles.grid_size_columns or len(keys)
+        fits = max(1, self.app.size.width // self.KEY_CELL_WIDTH)
+        if one_row * self.KEY_CELL_WIDTH > self.app.size.width * 1.6:
+            self.styles.layout = "grid"
+            self.styles.grid_size_columns = min(one_row, fits)
+            self.styles.grid_columns = "1fr"
+            self.styles.height = "auto"
+        else:
+            self.styles.layout = "horizontal"
+            self.styles.height = 1
+        yield from keys
+
+    async def on_resize(self) -> None:
+        await self.recompose()
