@@ -100,11 +100,17 @@ def _reset_peak(model: Model) -> None:
 
 def memory_report(device: torch.device) -> dict[str, float]:
     """GB: PyTorch allocated/reserved (and peaks) on CUDA plus NVML's device view; RSS on CPU."""
-    gb = 1e9
-    if device.type != "cuda":
-        import psutil
+    import resource
 
-        return {"process_rss": psutil.Process().memory_info().rss / gb}
+    import psutil
+
+    gb = 1e9
+    process = {
+        "process_rss": psutil.Process().memory_info().rss / gb,
+        "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gb,  # loading included
+    }
+    if device.type != "cuda":
+        return process
     report = {
         "allocated": torch.cuda.memory_allocated(device) / gb,
         "reserved": torch.cuda.memory_reserved(device) / gb,
@@ -118,9 +124,9 @@ def memory_report(device: torch.device) -> dict[str, float]:
         info = pynvml.nvmlDeviceGetMemoryInfo(handle)
         report["device_used"] = info.used / gb
         report["device_total"] = info.total / gb
-    except Exception:
+    except Exception:  # NVML is optional: without it only the device-wide figures are missing
         pass
-    return report
+    return {**report, **process}
 
 
 def reference_step_ms(model: Model, steps: int = 60, delay_ms: int = 480) -> float:

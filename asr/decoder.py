@@ -35,10 +35,6 @@ class QuantizedTiedEmbedding(nn.Module):
         super().__init__()
         self.linear = QLinear(qweight, None, compute_dtype)
 
-    @property
-    def n_packed_params(self) -> int:
-        return self.linear.n_packed_params
-
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, dim]
         rows = self.linear.qweight.dequantize_rows(tokens.reshape(-1), self.linear.compute_dtype)
         return rows.view(*tokens.shape, -1)

@@ -67,19 +67,16 @@ class AudioEncoder(nn.Module):
         """mel [B, 128, 2m] (new frames only) -> [B, m, dim], carrying the conv state."""
         conv1, conv2 = self.conv_layers[0].conv, self.conv_layers[1].conv
         x = torch.cat((state.mel_tail, mel), dim=-1)  # [B, 128, 2 + 2m]
-        state.mel_tail = x[..., -2:]
+        state.mel_tail.copy_(x[..., -2:])  # in place: the tails are static buffers (CUDA graphs)
         h = F.gelu(conv1(x))  # [B, dim, 2m]
         h = torch.cat((state.conv1_tail, h), dim=-1)  # [B, dim, 1 + 2m]
-        state.conv1_tail = h[..., -1:]
+        state.conv1_tail.copy_(h[..., -1:])
         h = F.gelu(conv2(h))  # [B, dim, m]
         return h.transpose(1, 2)  # [B, m, dim]
 
-    def forward(
-        self, mel: torch.Tensor, state: ConvState, cache: RingKVCache, first_frame: int
-    ) -> torch.Tensor:
-        """mel [B, 128, 8n] -> encoder frames [B, 4n, dim]; ``first_frame`` is the absolute 50 Hz index."""
+    def forward(self, mel: torch.Tensor, state: ConvState, cache: RingKVCache, positions: torch.Tensor) -> torch.Tensor:
+        """mel [B, 128, 8n] -> encoder frames [B, 4n, dim] at absolute 50 Hz ``positions`` [4n]."""
         h = self.stem(mel.to(state.mel_tail.dtype), state)
-        positions = torch.arange(first_frame, first_frame + h.shape[1], device=h.device)
         cos, sin = self.rotary.cos_sin(positions, h.dtype)
         key_pos = cache.begin(positions)
         mask = cache.mask(positions, key_pos)

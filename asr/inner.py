@@ -30,6 +30,7 @@ from asr.audio import (
     right_pad_samples,
     total_tokens,
 )
+from asr.graphs import GraphedDecodeStep, GraphedEncodeStep, encode_tokens
 from asr.tokens import BOS_ID, EOS_ID, STREAMING_PAD_ID
 
 MAX_TOKENS_PER_ENCODER_CALL = 64  # 5.12 s: bounds the encoder's activations and mask
@@ -70,6 +71,10 @@ class ModelStream:
         self.encoder_ms: list[float] = []  # per audio token, since the last read
         self.decoder_ms: list[float] = []  # per decoder position, since the last read
         self.logits_hook: Callable[[torch.Tensor], None] | None = None  # sees [1, vocab] per step (tests)
+        # CUDA: single steps replay a captured graph (asr/graphs.py), unless logits are watched.
+        self.use_graphs = model.device.type == "cuda" and model.use_cuda_graphs
+        self._graph: GraphedDecodeStep | None = None
+        self._encoder_graph: GraphedEncodeStep | None = None
 
     @property
     def max_positions(self) -> int:
@@ -115,12 +120,16 @@ class ModelStream:
     @torch.inference_mode()
     def _encode(self, mel: torch.Tensor) -> None:
         """mel [128, 8n] -> n audio embeddings appended to ``audio_embeds``."""
-        net = self.model.net
         t0 = time.perf_counter()
-        frames = net.whisper_encoder(mel[None], self.conv, self.enc_cache, first_frame=4 * self.n_encoded)
-        embeds = net.audio_language_projection.group(frames)[0]  # [n, dim]
+        n = mel.shape[1] // FRAMES_PER_TOKEN
+        if n == 1 and self.use_graphs:
+            if self._encoder_graph is None:
+                self._encoder_graph = GraphedEncodeStep(self.model.net, self.conv, self.enc_cache)
+            embeds = self._encoder_graph(mel, 4 * self.n_encoded)  # [1, dim]
+        else:
+            positions = torch.arange(4 * self.n_encoded, 4 * (self.n_encoded + n), device=self.model.device)
+            embeds = encode_tokens(self.model.net, mel[None], self.conv, self.enc_cache, positions)[0]  # [n, dim]
         self.model.sync()
-        n = embeds.shape[0]
         self.encoder_ms += [(time.perf_counter() - t0) * 1000.0 / n] * n
         self.audio_embeds += list(embeds.split(1))
         self.n_encoded += n
@@ -147,6 +156,8 @@ class ModelStream:
 
     def _run(self, ids: list[int], audio: torch.Tensor) -> Step:
         """Decoder positions next_pos .. next_pos + len(ids) - 1; returns the last position's argmax."""
+        if len(ids) == 1 and self.use_graphs and self.logits_hook is None:
+            return self._run_graphed(ids[0], audio)
         net, device = self.model.net, self.model.device
         t0 = time.perf_counter()
         positions = torch.arange(self.next_pos, self.next_pos + len(ids), device=device)
@@ -157,8 +168,20 @@ class ModelStream:
             self.logits_hook(logits)
         token = int(logits.argmax(-1)[0])
         self.decoder_ms.append((time.perf_counter() - t0) * 1000.0)
-        position = self.next_pos + len(ids) - 1
-        self.next_pos += len(ids)
+        return self._advance_position(len(ids), token)
+
+    def _run_graphed(self, token_in: int, audio: torch.Tensor) -> Step:
+        t0 = time.perf_counter()
+        if self._graph is None:
+            net = self.model.net
+            self._graph = GraphedDecodeStep(net.decoder, self.dec_cache, self.ada, self.next_pos)
+        token = self._graph(token_in, audio.to(self.model.dtype), self.next_pos)
+        self.decoder_ms.append((time.perf_counter() - t0) * 1000.0)
+        return self._advance_position(1, token)
+
+    def _advance_position(self, n: int, token: int) -> Step:
+        position = self.next_pos + n - 1
+        self.next_pos += n
         self.last_id = token
         if token == EOS_ID:
             self.done = True

@@ -56,10 +56,13 @@ class Rotary:
         steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device="cpu")  # never on meta
         inv32 = 1.0 / (theta ** (steps / head_dim))
         self.inv_freq = inv32.double()  # [head_dim/2]
+        self._on_device: dict[torch.device, torch.Tensor] = {}  # copies made once (CUDA graphs need that)
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions: [T] int64 -> cos, sin: [T, head_dim] in ``dtype`` (halves duplicated)."""
-        inv = self.inv_freq.to(positions.device)
+        inv = self._on_device.get(positions.device)
+        if inv is None:
+            inv = self._on_device[positions.device] = self.inv_freq.to(positions.device)
         angles = torch.remainder(positions.double()[:, None] * inv[None, :], 2 * math.pi)  # [T, hd/2]
         angles = torch.cat((angles, angles), dim=-1).float()  # [T, hd]
         return angles.cos().to(dtype), angles.sin().to(dtype)

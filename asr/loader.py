@@ -31,9 +31,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ConfigError(
-            f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'"
-        ) from error
+        raise ConfigError(f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
     if resolved.type not in ("cpu", "cuda"):
@@ -59,15 +57,26 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     tokenizer: str | Path | None = None,
+    dequantize: bool = False,
 ) -> Model:
     """Load a Voxtral Realtime checkpoint (any supported format) for streaming transcription.
 
     ``device`` None picks CUDA when present; ``dtype`` None means bfloat16. ``tokenizer`` points
-    at a ``tekken.json`` when the checkpoint has none beside it.
+    at a ``tekken.json`` when the checkpoint has none beside it. Quantized GGUF weights stay
+    packed unless ``dequantize`` expands them once, at load, to ``dtype`` (more memory, and
+    faster until the quantized kernels are in).
     """
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     checkpoint = read_checkpoint(path, tokenizer)
+    if dequantize:
+        checkpoint.tensors = {name: _dense(t, dtype, device) for name, t in checkpoint.tensors.items()}
     return build_model(checkpoint, device, dtype, tokenizer)
+
+
+def _dense(tensor: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if isinstance(tensor, torch.Tensor):
+        return tensor
+    return tensor.to(device).dequantize(dtype)  # exact values, rounded once to the compute dtype
 
 
 def load_random_model(
@@ -139,7 +148,11 @@ def _place(net: nn.Module, path: str, value: Any, device: torch.device, dtype: t
 
 
 def _packed_params(net: nn.Module) -> int:
-    return sum(int(getattr(m, "n_packed_params", 0)) for m in net.modules())
+    """Weights that quantized modules hold as buffers (packed matrices and their biases)."""
+    from asr.quant import QLinear
+
+    return sum(m.n_packed_params + (m.bias.numel() if m.bias is not None else 0)
+               for m in net.modules() if isinstance(m, QLinear))  # fmt: skip
 
 
 def _load_tokenizer(source: Any, vocab_size: int) -> Any:
@@ -150,6 +163,4 @@ def _load_tokenizer(source: Any, vocab_size: int) -> Any:
         return source
     if isinstance(source, (str, Path)):
         return TekkenTokenizer.from_file(source, vocab_size=vocab_size)
-    return TekkenTokenizer.from_embedded(
-        source.tokens, getattr(source, "token_types", None), vocab_size=vocab_size
-    )
+    return TekkenTokenizer.from_embedded(source.tokens, getattr(source, "token_types", None), vocab_size=vocab_size)

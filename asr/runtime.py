@@ -29,6 +29,7 @@ class Model:
         self.dtype = dtype
         self.logmel = LogMel(device)
         self._ada_cache: dict[int, torch.Tensor] = {}
+        self.use_cuda_graphs = True  # replay decoder steps from CUDA graphs (no effect on CPU)
 
     def stream(self, delay_ms: int = DEFAULT_DELAY_MS) -> StreamingSession:
         """A new streaming session (80..2400 ms delay, multiple of 80)."""

@@ -76,10 +76,22 @@ class StreamingSession:
     def __init__(self, model: object, delay_ms: int = DEFAULT_DELAY_MS) -> None:
         self.model = model
         self._delay_tokens = delay_tokens_for(delay_ms)
-        self.logits_hook: Callable[[torch.Tensor], None] | None = None
+        self._logits_hook: Callable[[torch.Tensor], None] | None = None
         self.reset()
 
     # ----------------------------------------------------------------- public API
+    @property
+    def logits_hook(self) -> Callable[[torch.Tensor], None] | None:
+        """Called with each step's logits [1, vocab] before the argmax (tests and diagnostics;
+        setting it turns off CUDA-graph replay, which never materialises logits on the host)."""
+        return self._logits_hook
+
+    @logits_hook.setter
+    def logits_hook(self, hook: Callable[[torch.Tensor], None] | None) -> None:
+        self._logits_hook = hook
+        if hasattr(self, "_inner"):
+            self._inner.logits_hook = self._on_logits if hook is not None else None
+
     @property
     def delay_ms(self) -> int:
         return self._inner.delay_tokens * DELAY_STEP_MS
@@ -143,14 +155,15 @@ class StreamingSession:
     # ----------------------------------------------------------------- internals
     def _new_inner(self, offset_samples: int, delay_tokens: int) -> ModelStream:
         inner = ModelStream(self.model, delay_tokens)
-        inner.logits_hook = self._on_logits
+        if self.logits_hook is not None:
+            inner.logits_hook = self._on_logits
         self._offset = offset_samples  # input sample where this stream's audio starts
         self._recent = np.zeros(0, dtype=np.float32)
         return inner
 
     def _on_logits(self, logits: torch.Tensor) -> None:
-        if self.logits_hook is not None:
-            self.logits_hook(logits)
+        if self._logits_hook is not None:
+            self._logits_hook(logits)
 
     def _schedule(self, reason: str, delay_tokens: int, max_wait_s: float) -> None:
         deadline = self._samples_in + int(max_wait_s * SAMPLE_RATE)

@@ -177,3 +177,22 @@ def test_transcribe_cli_errors_are_one_line(tmp_path, tiny_model_dir, args, matc
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert match in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_dequantize_expands_packed_weights_with_the_same_stream(tiny_model_dir, tmp_path):
+    from asr.quant import QLinear
+    from tests.gguf_fixtures import write_all_formats
+
+    written = write_all_formats(tiny_model_dir, tmp_path, presets=("Q8_0",))["gguf-transcribe-cpp-Q8_0"]
+    packed = asr.load_model(written.path, device="cpu", dtype=torch.float32)
+    dense = asr.load_model(written.path, device="cpu", dtype=torch.float32, dequantize=True)
+    assert any(isinstance(m, QLinear) for m in packed.net.modules())
+    assert not any(isinstance(m, QLinear) for m in dense.net.modules())
+    assert dense.info.weight_bytes > 2 * packed.info.weight_bytes  # float32 vs 8.5 bits (norms are f32 in both)
+    assert dense.info.n_params == packed.info.n_params
+
+    def ids(model):
+        session = model.stream(480)
+        return [t.id for t in session.feed(synthetic_speechlike(4.0, seed=6)) + session.finish()]
+
+    assert ids(dense) == ids(packed)

@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="storage type of --random weights (default bf16)")  # fmt: skip
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)")
     parser.add_argument("--dtype", default=None, help="compute dtype (default bfloat16)")
+    parser.add_argument("--dequantize", action="store_true", help="expand quantized weights to --dtype at load")
     parser.add_argument("--seconds", type=float, default=30.0, help="audio to stream (default 30)")
     parser.add_argument("--delay-ms", type=int, default=480)
     parser.add_argument("--compare-reference", action="store_true",
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from asr.hub import resolve_model
 
-        model = asr.load_model(resolve_model(args.model), args.device, args.dtype)
+        model = asr.load_model(resolve_model(args.model), args.device, args.dtype, dequantize=args.dequantize)
         weights = model.info.name
     load_s = time.perf_counter() - t0
     result = benchmark(model, args.seconds, args.delay_ms, load_s, weights)
@@ -64,11 +65,7 @@ def _print(r: object) -> None:
     print(f"  first token         {r.first_token_ms:8.2f} ms  (prompt prefill + encoder)")
     print(f"  encoder / 80 ms     {r.encoder_ms_p50:8.3f} ms p50  {r.encoder_ms_p99:8.3f} ms p99")
     print(f"  decoder / step      {r.decoder_ms_p50:8.3f} ms p50  {r.decoder_ms_p99:8.3f} ms p99")
-    print(
-        f"  total / 80 ms       {r.total_ms_p50:8.3f} ms p50  (budget 80 ms)   RTF {r.rtf:.3f}  ({r.steps} steps)"
-    )
+    print(f"  total / 80 ms       {r.total_ms_p50:8.3f} ms p50  (budget 80 ms)   RTF {r.rtf:.3f}  ({r.steps} steps)")
     print("  memory              " + ", ".join(f"{k} {v:.2f} GB" for k, v in r.memory.items()))
     if r.reference_step_ms is not None:
-        print(
-            f"  transformers        {r.reference_step_ms:8.3f} ms per step  -> voxcap is {r.speedup:.1f}x faster"
-        )
+        print(f"  transformers        {r.reference_step_ms:8.3f} ms per step  -> voxcap is {r.speedup:.1f}x faster")

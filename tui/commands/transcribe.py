@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("text", "jsonl"), default="text")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bfloat16)")
+    parser.add_argument("--dequantize", action="store_true", help="expand quantized weights to --dtype at load")
     parser.set_defaults(func=run)
 
 
@@ -42,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     delay_tokens_for(args.delay_ms)  # a bad delay fails before the model loads
     blocks, rate = _open_audio(args.audio)
-    model = asr.load_model(resolve_model(args.model or DEFAULT_MODEL), device=args.device, dtype=args.dtype)
+    model = asr.load_model(
+        resolve_model(args.model or DEFAULT_MODEL), device=args.device, dtype=args.dtype, dequantize=args.dequantize
+    )
     session = model.stream(args.delay_ms)
     writer = _JsonlWriter() if args.format == "jsonl" else _TextWriter()
     for block in blocks:
@@ -60,9 +63,7 @@ def _open_audio(path: Path) -> tuple[object, int]:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioSourceError(
-            f"{path}: not a readable audio file ({error}); convert it with ffmpeg"
-        ) from error
+        raise AudioSourceError(f"{path}: not a readable audio file ({error}); convert it with ffmpeg") from error
     if info.channels < 1 or info.samplerate <= 0:
         raise AudioSourceError(f"{path}: has no audio channels; is it an audio file?")
 
