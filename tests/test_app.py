@@ -217,7 +217,8 @@ async def test_export_bookmark_copy_restart(isolated_dirs: Path) -> None:
         await pilot.press("m")
         await wait_for(pilot, lambda: any(e.text == "bookmark" for e in harness.captions.entries), "bookmark mark")
         await pilot.press("c")
-        assert app.clipboard == harness.captions.last_final_text()
+        finals = [e.text for e in harness.captions.entries if e.kind == "segment"]
+        assert app.clipboard in finals[-2:]  # the last line at the moment c was pressed
         await pilot.press("r")
         await wait_for(pilot, lambda: "restart" in harness.session.calls, "restart")
         await pilot.press("e")
@@ -299,3 +300,42 @@ async def test_language_of_each_line_is_shown_in_its_gutter(isolated_dirs: Path)
         assert entries[1].language == "en" and entries[1].source == "mic" or entries[1].source == "file"
         line = harness.captions.render_line(1).text
         assert line.startswith("00:00:00 FILE en ") and "This is a test" in line
+
+
+async def test_interrupted_session_is_offered_for_export(isolated_dirs: Path) -> None:
+    from tui.journal import Journal, SessionHeader
+    from tui.segments import Segment
+
+    crashed = Journal(SessionHeader(model_name="tiny"))
+    crashed.append_segment(Segment(0, "Saved before the crash.", 0.0, 1.0, final=True))
+    crashed._release_fd()  # the process "died": no end record
+    harness = Harness(conversation(1), held=True)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        from tui.widgets.dialogs import ConfirmScreen
+
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the recovery offer")
+        await pilot.press("y")
+        export = crashed.path.with_suffix(".md")
+        await wait_for(pilot, export.exists, "the recovered export")
+        assert "Saved before the crash." in export.read_text()
+    assert read_journal(crashed.path).recovered
+
+
+async def test_user_theme_from_the_config_dir(isolated_dirs: Path) -> None:
+    themes = isolated_dirs / "config" / "themes"
+    themes.mkdir(parents=True)
+    (themes / "solar.yaml").write_text("name: solar\nprimary: '#B58900'\nbackground: '#002B36'\ndark: true\n")
+    harness = Harness(conversation(1), theme="solar")
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        assert app.theme == "solar"
+        await pilot.press("t")
+        assert app.theme == "dark"  # solar sorts last: cycling wraps around
+
+
+async def test_no_color_is_honoured(isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    harness = Harness(conversation(1))
+    async with harness.app.run_test(size=(110, 32)):
+        assert harness.app.no_color  # Textual renders monochrome; partial text stays italic + marked

@@ -9,12 +9,11 @@ workers. The plumbing (sources, journal, live file) is in :mod:`tui.runtime`.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from functools import partial
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -22,9 +21,11 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from themes import load_themes
+from tui.keymap import BINDINGS, EXPORT_FORMATS, KEY_HELP, LIVE_SOURCES, PALETTE
 from tui.langid import is_mismatch
 from tui.messages import (
     EngineStats,
+    InterruptedSessions,
     JournalFailed,
     ModelLoaded,
     ModelMissing,
@@ -41,19 +42,6 @@ from tui.widgets.gauges import GaugesPanel, LevelMeter
 from tui.widgets.status import HintBar, StatusHeader
 from tui.worker import AsrWorker, Bookmark, Pause, Restart, Resume, SetDelay, Stop
 
-EXPORT_FORMATS = (
-    ("txt", "Plain text"),
-    ("srt", "SubRip subtitles"),
-    ("vtt", "WebVTT subtitles"),
-    ("json", "JSON"),
-    ("md", "Markdown with timestamps"),
-)
-LIVE_SOURCES = (
-    ("mic", "Microphone"),
-    ("system", "System audio (what you hear)"),
-    ("mix", "Microphone + system"),
-)
-
 
 class VoxcapApp(App[int]):
     """``VoxcapApp(settings, runtime)``; ``runtime`` holds the engine/source/journal factories."""
@@ -61,47 +49,8 @@ class VoxcapApp(App[int]):
     TITLE = "voxcap"
     CSS_PATH = "app.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (80, "-wide")]
-    BINDINGS = [
-        Binding("space", "pause", "Pause"),
-        Binding("space", "resume", "Resume"),
-        Binding("left_square_bracket,minus", "delay(-1)", "Delay−", key_display="["),
-        Binding("right_square_bracket,plus,equals_sign", "delay(1)", "Delay+", key_display="]"),
-        Binding("l", "pick_language", "Lang"),
-        Binding("i", "pick_source", "Source"),
-        Binding("d", "pick_device", "Device"),
-        Binding("e", "export", "Export"),
-        Binding("m", "bookmark", "Mark"),
-        Binding("c", "copy_last", "Copy"),
-        Binding("slash", "search", "Search", key_display="/"),
-        Binding("n", "next_match(1)", "Next"),
-        Binding("N", "next_match(-1)", "Prev", key_display="N"),
-        Binding("end,G", "jump_live", "Live", key_display="End"),
-        Binding("r", "restart", "Restart", show=False),
-        Binding("t", "cycle_theme", "Theme"),
-        Binding("f", "focus_mode", "Focus", show=False),
-        Binding("question_mark,f1", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
-    ]
-    KEY_HELP = (
-        ("space", "pause / resume capture (the last words are flushed)"),
-        ("[ ] or - +", "delay one 80 ms step down / up (applies at the next pause)"),
-        ("l", "expected language (the model detects the language itself)"),
-        ("i", "input source: microphone, system audio, both"),
-        ("d", "input device"),
-        ("e", "export the transcript (txt, srt, vtt, json, md)"),
-        ("m", "bookmark this moment"),
-        ("c", "copy the last finished line"),
-        ("/  n  N", "search, next / previous match"),
-        ("End  G", "jump back to the live end"),
-        ("PgUp PgDn ↑ ↓", "scroll the transcript (leaves the live end)"),
-        ("r", "restart the model stream now"),
-        ("t", "next theme"),
-        ("f", "focus mode: captions only"),
-        ("ctrl+p", "command palette (every action)"),
-        ("? F1", "this help"),
-        ("q  ctrl+c", "quit (flushes and closes the journal)"),
-    )
+    BINDINGS = BINDINGS
+    KEY_HELP = KEY_HELP
 
     state: reactive[str] = reactive("loading")
     paused: reactive[bool] = reactive(False)
@@ -188,6 +137,21 @@ class VoxcapApp(App[int]):
                 self.notify(message.error, severity="error", timeout=30)
 
         self.push_screen(ConfirmScreen(message.question), answer)
+
+    def on_interrupted_sessions(self, message: InterruptedSessions) -> None:
+        newest = message.summaries[0]
+        others = f" (and {len(message.summaries) - 1} more)" if len(message.summaries) > 1 else ""
+        question = (
+            f"An earlier session did not close cleanly: {newest.session_id}, {newest.segments} lines{others}.\n"
+            "Its journal is complete up to its last finished line. Export it to Markdown now "
+            "(beside the journal) and mark it recovered?"
+        )
+
+        def answer(export: bool | None) -> None:
+            if export:
+                self.runtime.recover(self, message.summaries)
+
+        self.push_screen(ConfirmScreen(question), answer)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="asr", name="asr")
     def run_asr(self, asr: AsrWorker) -> None:
@@ -475,28 +439,10 @@ class VoxcapApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        commands: list[tuple[str, str, Callable[[], Any]]] = [
-            ("Pause / resume", "Pause or resume capture (space)", self._toggle_pause),
-            ("Delay down", "One 80 ms step shorter ([)", lambda: self.action_delay(-1)),
-            ("Delay up", "One 80 ms step longer (])", lambda: self.action_delay(1)),
-            ("Expected language", "Set the language you expect (l)", self.action_pick_language),
-            ("Input source", "Microphone, system audio or both (i)", self.action_pick_source),
-            ("Input device", "Choose the input device (d)", self.action_pick_device),
-            ("Export transcript", "Save as txt, srt, vtt, json or md (e)", self.action_export),
-            ("Bookmark", "Mark this moment in the transcript (m)", self.action_bookmark),
-            ("Copy last line", "Copy the last finished line (c)", self.action_copy_last),
-            ("Search transcript", "Find text in the transcript (/)", self.action_search),
-            ("Jump to live", "Follow the live captions again (End)", self.action_jump_live),
-            ("Restart stream", "Restart the model stream now (r)", self.action_restart),
-            ("Next theme", "Cycle voxcap's themes (t)", self.action_cycle_theme),
-            ("Focus mode", "Captions only (f)", self.action_focus_mode),
-            ("Key help", "Every key (?)", self.action_help),
-            ("Quit voxcap", "Flush and close the journal, then quit (q)", lambda: self._quit("quit")),
-        ]
-        for title, help_text, callback in commands:
-            yield SystemCommand(title, help_text, callback)
+        for title, help_text, action in PALETTE:
+            yield SystemCommand(title, help_text, partial(self.run_action, action))
 
-    def _toggle_pause(self) -> None:
+    def action_toggle_pause(self) -> None:
         if self.paused:
             self.action_resume()
         else:

@@ -91,3 +91,10 @@ class ModelMissing(Message):
 
     error: str
     question: str
+
+
+@dataclass
+class InterruptedSessions(Message):
+    """Journals of earlier sessions that never closed (crash, kill): offered for export."""
+
+    summaries: list[Any]  # tui.commands.sessions.SessionSummary, newest first

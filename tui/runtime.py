@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tui.errors import AudioSourceError, VoxcapError
 from tui.langid import LanguageDetector
-from tui.messages import JournalFailed, ModelLoaded, ModelMissing
+from tui.messages import InterruptedSessions, JournalFailed, ModelLoaded, ModelMissing
 from tui.pipeline import AudioBuffer
 from tui.settings import AUTO_LANGUAGE, Settings, save_changes, settings_as_dict
 from tui.worker import AsrWorker, NoteSource, WorkerConfig
@@ -86,10 +86,33 @@ class CaptionRuntime:
 
     def start(self, app: VoxcapApp) -> None:
         app.run_worker(self.detector.warm_up, thread=True, group="langid", exit_on_error=False)
+        if self.journal_factory is not None:
+            app.run_worker(lambda: self._find_interrupted(app), thread=True, group="recovery", exit_on_error=False)
         if self.model is not None:
             app.post_message(ModelLoaded(self.model, describe_model(self.model.info)))
         else:
             app.run_worker(lambda: self._load(app), thread=True, group="model", exit_on_error=False)
+
+    def _find_interrupted(self, app: VoxcapApp) -> None:
+        from tui.commands.sessions import find_interrupted_sessions
+
+        summaries = find_interrupted_sessions()
+        if summaries:
+            app.post_message(InterruptedSessions(summaries))
+
+    def recover(self, app: VoxcapApp, summaries: list[Any]) -> None:
+        """Export each interrupted journal as Markdown beside it and mark it recovered."""
+
+        def work() -> None:
+            from tui.commands.sessions import acknowledge_interrupted
+            from tui.export import export_journal
+
+            for summary in summaries:
+                written = export_journal(summary.path, "md")
+                acknowledge_interrupted(summary.path)
+                app.call_from_thread(app.notify, f"Recovered {summary.segments} lines to {written}", timeout=10)
+
+        app.run_worker(work, thread=True, group="recovery", exit_on_error=False, name="recover")
 
     def _load(self, app: VoxcapApp) -> None:
         from asr.errors import ModelNotFound
@@ -147,9 +170,7 @@ class CaptionRuntime:
             source_dropped_s=lambda: float(getattr(self.source, "dropped_s", 0.0)),
             on_audio=self.recorder.write if self.recorder is not None else None,
         )
-        self.open_source(
-            app, settings.source, settings.file if settings.source == "file" else settings.input_device
-        )
+        self.open_source(app, settings.source, settings.file if settings.source == "file" else settings.input_device)
         return self.asr
 
     def _journal_error(self, app: VoxcapApp) -> Callable[[str | None], None]:
@@ -183,9 +204,7 @@ class CaptionRuntime:
                     await self.buffer.put(chunk)  # a file or pipe loses nothing by waiting
                 self._levels(app, chunk)
         except AudioSourceError as error:
-            hint = (
-                "; press d or i to pick another input" if self.source_kind in ("mic", "system", "mix") else ""
-            )
+            hint = "; press d or i to pick another input" if self.source_kind in ("mic", "system", "mix") else ""
             app.notify(f"{error}{hint}", title="Audio input", severity="error", timeout=30)
             app.set_source_text(f"✖ {error}")
             return
@@ -272,9 +291,7 @@ class CaptionRuntime:
         segments = list(self.segments)
         header = getattr(self.journal, "header", None)
         journal_path = getattr(self.journal, "path", None)
-        path = (
-            Path(journal_path).with_suffix(f".{fmt}") if journal_path else Path.cwd() / f"voxcap-export.{fmt}"
-        )
+        path = Path(journal_path).with_suffix(f".{fmt}") if journal_path else Path.cwd() / f"voxcap-export.{fmt}"
 
         def write() -> None:
             written = export_to_file(fmt, segments, path, header=header)
