@@ -339,3 +339,29 @@ async def test_no_color_is_honoured(isolated_dirs: Path, monkeypatch: pytest.Mon
     harness = Harness(conversation(1))
     async with harness.app.run_test(size=(110, 32)):
         assert harness.app.no_color  # Textual renders monochrome; partial text stays italic + marked
+
+
+async def test_silent_input_shows_no_speech(isolated_dirs: Path) -> None:
+    harness = Harness(np.zeros(16000 * 4, dtype=np.float32), live=True, interval_s=0.0, journal=False)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.state == "no-speech", "the no-speech state")
+        assert app.query_one(StatusHeader).state == "no-speech"
+        assert "no speech" in str(app.query_one("LevelMeter").render())
+
+
+async def test_a_model_that_fails_to_load_is_reported(isolated_dirs: Path) -> None:
+    from asr.errors import WeightsError
+
+    harness = Harness(conversation(1))
+    harness.runtime.model = None
+
+    def broken() -> None:
+        raise WeightsError("model.safetensors: truncated file; download it again")
+
+    harness.runtime.model_loader = broken
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.state == "error", "the error state")
+        assert app.query_one(StatusHeader).state == "error"
+        assert any("truncated file" in str(n.message) for n in app._notifications)

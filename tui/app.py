@@ -165,6 +165,8 @@ class VoxcapApp(App[int]):
             self.notify(f"{event.worker.name}: {error}", severity="error", timeout=30)
             if event.worker.group == "asr":
                 self.post_message(WorkerFinished("error", str(error)))
+            elif event.worker.group == "model":
+                self.state = "error"  # no engine: the header says so, the toast says why
 
     def set_source_text(self, text: str) -> None:
         if not self.is_running:
