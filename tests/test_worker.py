@@ -211,3 +211,28 @@ def test_stop_flushes_the_last_words() -> None:
     thread.join(timeout=10)
     assert session.calls[-1] == "finish"
     assert journal.segment_texts == post.finalized == ["Hello world.", "This"]
+
+
+def test_with_the_real_engine_delay_change_and_restart(tiny_model_dir) -> None:
+    """The same loop on the tiny random model: the engine's own rollover events become marks."""
+    import asr
+    from tests.tiny_model import synthetic_speechlike
+
+    model = asr.load_model(tiny_model_dir, device="cpu", dtype="float32")
+    journal = RecordingJournal()
+    post = Collector(journal)
+    buffer = AudioBuffer(60.0)
+    config = WorkerConfig(pause_s=0.24, max_segment_s=1.0, stats_interval_s=0.0, poll_s=0.01, stop_at_end=True)
+    worker = AsrWorker(model.stream(delay_ms=480), buffer, post, config, journal=journal)
+    worker.send(SetDelay(960))
+    worker.send(Restart())
+    feed_all(buffer, synthetic_speechlike(6.0), chunk_s=0.1)
+    buffer.close()
+    assert worker.run() == "end-of-input"
+    kinds = [m.kind for m in post.of(StreamMarked)]
+    assert "delay" in kinds  # rolled over within 2.5 s of audio at the latest
+    assert post.of(EngineStats)[-1].delay_ms == 960
+    assert post.finalized == journal.segment_texts and post.posted_before_journal == []
+    segments = [s for m in post.of(TokensDecoded) for s in m.finalized]
+    assert all(a.end_s <= b.start_s + 0.08 for a, b in zip(segments, segments[1:], strict=False))
+    assert all(s.end_s <= 6.0 + 1e-6 for s in segments)

@@ -180,6 +180,7 @@ class AsrWorker:
         self._memory_at = -1e9
         self._source = "mic"
         self.finished = threading.Event()  # set when run() returns, however it returns
+        self._watchdog_rollovers = 0  # restarts the watchdog asked for whose events are still to come
         self._wake = threading.Event()  # set by send(): lets an idle loop sleep instead of spin
 
     # -- called from other threads -----------------------------------------------------------
@@ -318,6 +319,8 @@ class AsrWorker:
             detail = f"delay {old_delay} → {new_delay} ms"
             self._journal_mark("delay_change", audio_s, from_ms=old_delay, to_ms=new_delay)
             self._post(StreamMarked("delay", audio_s, detail, new_delay))
+        elif reason == "restart" and self._watchdog_rollovers > 0:
+            self._watchdog_rollovers -= 1  # already marked when the watchdog fired
         else:
             kind = "watchdog" if "watchdog" in reason else "restart"
             self._journal_mark("restart", audio_s, reason=reason or "manual")
@@ -365,7 +368,7 @@ class AsrWorker:
                 self._journal_segments([closed])
                 self._post(TokensDecoded([], [closed], None, self._source, None))
             self.session.restart()
-            self.session.pop_events()  # this restart is reported below, not as a plain rollover
+            self._watchdog_rollovers += 1  # its rollover event is reported here, not as a plain restart
             detail = f"no text for {watchdog_s:.0f} s of sound: stream restarted"
             self._journal_mark("restart", self.audio_s, reason="watchdog")
             self._post(StreamMarked("watchdog", self.audio_s, detail, self.session.delay_ms))
