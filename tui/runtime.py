@@ -264,11 +264,9 @@ class CaptionRuntime:
                 return [(s.name, s.description or s.name) for s in list_monitor_sources()]
             from tui.sources import list_input_devices
 
+            # Names, not indices: indices change when devices come and go, and the choice persists.
             return [
-                (
-                    str(d.index),
-                    f"{d.name} ({d.hostapi}, {d.default_rate:.0f} Hz){' ★' if d.is_default else ''}",
-                )
+                (d.name, f"{d.name} ({d.hostapi}, {d.default_rate:.0f} Hz){' ★' if d.is_default else ''}")
                 for d in list_input_devices(refresh=False)
             ]
         except VoxcapError as error:
