@@ -3,8 +3,9 @@
 Each run is a fresh ``python -m tui.cli listen`` on the tiny random model, reading a synthetic
 WAV at real-time pace, printing JSONL events; its data and config directories are private
 temporary ones. The config closes segments early (short pause, 1 s maximum) so the tiny model
-finalizes about one line a second. Runs go in parallel (each spends most of its time waiting
-for the audio clock), so 20 SIGKILL trials plus 3 signal runs take about a minute on 2 cores.
+finalizes a line every second or two. Runs go in parallel (each spends most of its time waiting
+for the audio clock); the 26 processes (20 SIGKILL trials, 3 signals mid-stream, 3 at the start)
+cost about 90 s of CPU, mostly model loads: 1.5-2.5 min of wall time on 2 busy cores.
 
 What "reported as finalized" means: a complete ``{"type": "final"}`` line the process wrote to
 stdout. The pipe holds everything the process wrote before it died, so after the kill we drain
@@ -34,7 +35,7 @@ from tests.tiny_model import synthetic_speechlike
 from tui.commands.sessions import list_sessions
 from tui.journal import JournalContents, read_journal
 
-pytestmark = pytest.mark.slow  # ~60-90 s of wall time in all, on 2 cores
+pytestmark = pytest.mark.slow  # 1.5-2.5 min of wall time in all, on 2 cores
 
 SAMPLE_RATE = 16000
 INPUT_SECONDS = 40.0  # longer than any run lasts: every stop comes from the test, mid-stream
