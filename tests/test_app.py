@@ -365,3 +365,21 @@ async def test_a_model_that_fails_to_load_is_reported(isolated_dirs: Path) -> No
         await wait_for(pilot, lambda: app.state == "error", "the error state")
         assert app.query_one(StatusHeader).state == "error"
         assert any("truncated file" in str(n.message) for n in app._notifications)
+
+
+async def test_recording_and_live_file(isolated_dirs: Path) -> None:
+    import soundfile as sf
+
+    live = isolated_dirs / "live.txt"
+    audio = conversation(1)
+    harness = Harness(audio, record_audio=True, live_file=str(live), live_file_lines=2)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: app.state == "ended", "end of input")
+        finals = [e.text for e in harness.captions.entries if e.kind == "segment"]
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "exit")
+    recording = harness.runtime.journal_path.with_suffix(".wav")
+    samples, rate = sf.read(recording, dtype="float32")
+    assert rate == 16000 and len(samples) == len(audio)  # every fed sample, once
+    assert live.read_text().splitlines()[-2:] == finals[-2:]
