@@ -107,6 +107,7 @@ class FakeStream:
         self.produced = 0
         self.closed = threading.Event()
         self.go = threading.Event()
+        self.active = True
         FakeStream.instances.append(self)
 
     def start(self) -> None:
@@ -122,6 +123,7 @@ class FakeStream:
             self.callback(block, self.blocksize, None, status)
             self.produced += self.blocksize
         if self.after == "finish":
+            self.active = False
             self.finished_callback()
 
     def close(self) -> None:
@@ -191,9 +193,7 @@ async def test_a_refused_native_rate_falls_back_to_another(fake_sounddevice):
 
 async def test_a_device_that_refuses_every_rate_names_itself(fake_sounddevice):
     FakeStream.refuse_rates = {44100, 48000, 32000, 16000}
-    with pytest.raises(
-        AudioSourceError, match=r"Cannot open microphone 'Fake Mic' \(#1\).*-9997.*voxcap devices"
-    ):
+    with pytest.raises(AudioSourceError, match=r"Cannot open microphone 'Fake Mic' \(#1\).*-9997.*voxcap devices"):
         await MicrophoneSource("fake mic").start()
 
 
@@ -220,6 +220,19 @@ async def test_a_device_that_stops_calling_back_is_reported(fake_sounddevice):
         async with asyncio.timeout(5):
             async for _ in source:
                 pass
+
+
+async def test_by_default_a_quiet_device_is_not_an_error(fake_sounddevice):
+    # A PulseAudio/PipeWire source may send nothing while nothing plays; unplugging ends the stream.
+    source = MicrophoneSource(None)
+    await source.start()
+    stream = FakeStream.instances[-1]
+    stream.plan = ["ok"] * 2
+    stream.go.set()
+    await asyncio.sleep(0.6)
+    assert not source.closed and source.seconds_since_audio >= 0.4
+    await source.stop()
+    assert source.error is None
 
 
 async def test_pausing_a_microphone_discards_without_counting_drops(fake_sounddevice):

@@ -62,7 +62,6 @@ async def test_realtime_pacing_follows_the_audio_clock(tmp_path):
     # ... and no chunk is released before its audio would have been captured.
     for chunk, arrived in zip(chunks, arrivals, strict=True):
         assert arrived >= chunk.t_capture - 1e-4
-    assert arrivals[-1] - arrivals[0] >= chunks[-1].t_capture - chunks[0].t_capture - 1e-3
 
 
 async def test_pause_holds_the_file_and_shifts_its_clock(tmp_path):

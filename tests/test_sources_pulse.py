@@ -90,12 +90,14 @@ async def capture_while_playing(
     await asyncio.sleep(0.3)  # the stream is running before the sound starts
     for wav, sink in plays:
         player = server.play(wav, sink)
-        while player.poll() is None:
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):
+            while player.poll() is None:
+                await asyncio.sleep(0.05)
         assert player.returncode == 0, player.stderr.read() if player.stderr else ""
     await asyncio.sleep(0.4)
-    await source.stop()
-    await reader
+    async with asyncio.timeout(30):
+        await source.stop()
+        await reader
     return chunks
 
 
@@ -244,7 +246,7 @@ async def test_a_sound_server_that_dies_ends_the_microphone_with_a_clear_error(p
     doomed.start()  # points this process at the second server until stop()
     try:
         refresh_portaudio()
-        source = MicrophoneSource("pulse", stall_timeout_s=2.0)
+        source = MicrophoneSource("pulse")  # no stall timeout: the stream itself must end
         await source.start()
         await asyncio.wait_for(source.__anext__(), 5)
         assert doomed.process is not None

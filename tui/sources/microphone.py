@@ -28,9 +28,7 @@ from tui.audio import MonoResampler
 from tui.errors import AudioSourceError
 from tui.sources.base import DEFAULT_MAX_QUEUE_S, DEVICE_HINT, AudioSource, run_blocking
 
-PORTAUDIO_HINT = (
-    "install PortAudio (Debian/Ubuntu: `apt install libportaudio2`; Fedora: `dnf install portaudio`)"
-)
+PORTAUDIO_HINT = "install PortAudio (Debian/Ubuntu: `apt install libportaudio2`; Fedora: `dnf install portaudio`)"
 _FALLBACK_RATES = (48_000, 44_100, 32_000, 16_000)  # tried when the advertised rate is refused
 _OPEN_TIMEOUT_S = 10.0
 
@@ -68,9 +66,7 @@ def import_sounddevice() -> ModuleType:
             with quiet_native_stderr():  # the import initializes PortAudio: the device scan
                 import sounddevice
     except OSError as error:
-        raise AudioSourceError(
-            f"Microphone input needs the PortAudio library: {PORTAUDIO_HINT} ({error})"
-        ) from error
+        raise AudioSourceError(f"Microphone input needs the PortAudio library: {PORTAUDIO_HINT} ({error})") from error
     except ImportError as error:
         raise AudioSourceError(
             f"Microphone input needs the sounddevice package: `pip install sounddevice` ({error})"
@@ -158,9 +154,7 @@ def resolve_input_device(device: str | int | None, devices: list[InputDevice]) -
     if not partial:
         raise AudioSourceError(f"No input device matches {device!r}; {DEVICE_HINT}")
     names = "; ".join(f"{d.index}: {d.name}" for d in partial)
-    raise AudioSourceError(
-        f"Input device {device!r} is ambiguous ({names}); pick one by its index with --device"
-    )
+    raise AudioSourceError(f"Input device {device!r} is ambiguous ({names}); pick one by its index with --device")
 
 
 class MicrophoneSource(AudioSource):
@@ -174,7 +168,7 @@ class MicrophoneSource(AudioSource):
         *,
         block_ms: int = 20,
         max_queue_s: float = DEFAULT_MAX_QUEUE_S,
-        stall_timeout_s: float = 3.0,
+        stall_timeout_s: float | None = None,  # end the source after this long with no audio
     ) -> None:
         super().__init__(max_queue_s=max_queue_s)
         self.requested = device
@@ -211,8 +205,9 @@ class MicrophoneSource(AudioSource):
         return repr(self.requested) if self.requested is not None else "the default input"
 
     async def _open(self) -> None:
-        sd = import_sounddevice()
-        self.device = resolve_input_device(self.requested, list_input_devices())
+        # The first import initializes PortAudio, which scans every device (can take a while).
+        sd = await asyncio.to_thread(import_sounddevice)
+        self.device = resolve_input_device(self.requested, await asyncio.to_thread(list_input_devices))
         self._loop = asyncio.get_running_loop()
         native = int(round(self.device.default_rate))
         rates = [native, *[r for r in _FALLBACK_RATES if r != native]]
@@ -228,7 +223,7 @@ class MicrophoneSource(AudioSource):
                         _OPEN_TIMEOUT_S,
                         "opening the microphone",
                     )
-                except sd.PortAudioError as error:
+                except (sd.PortAudioError, ValueError) as error:  # ValueError: settings it rejects
                     last_error = error
                     continue
                 self.rate, self.channels = rate, count
@@ -280,18 +275,25 @@ class MicrophoneSource(AudioSource):
                 continue  # paused live input: discard, it is not a drop
             self._offer(self._resampler.process(block), t_capture)
 
+    @property
+    def seconds_since_audio(self) -> float:
+        """How long PortAudio has not called back (0 while audio flows)."""
+        return max(0.0, time.monotonic() - self._last_callback) if self._stream is not None else 0.0
+
     async def _pump(self) -> None:
-        # A watchdog: PortAudio reports an unplugged device by ending the stream or by
-        # never calling back again, depending on the host API.
+        # PortAudio reports an unplugged device or a dead sound server by ending the stream.
+        # A stream that merely stops calling back is not an error by default: a PulseAudio or
+        # PipeWire source (a monitor, a virtual device) may send no data while nothing plays.
+        period = 0.25 if self.stall_timeout_s is None else min(0.25, self.stall_timeout_s / 4)
         while True:
-            await asyncio.sleep(min(0.25, self.stall_timeout_s / 4))
-            if self._stream_ended.is_set():
+            await asyncio.sleep(period)
+            stream = self._stream
+            if self._stream_ended.is_set() or (stream is not None and not stream.active):
                 raise AudioSourceError(
-                    f"Microphone {self._device_label()} stopped (unplugged or taken by another program?); "
-                    f"{DEVICE_HINT}"
+                    f"Microphone {self._device_label()} stopped (unplugged, or its sound server gone?); {DEVICE_HINT}"
                 )
-            silent_for = time.monotonic() - self._last_callback
-            if silent_for > self.stall_timeout_s:
+            silent_for = self.seconds_since_audio
+            if self.stall_timeout_s is not None and silent_for > self.stall_timeout_s:
                 raise AudioSourceError(
                     f"Microphone {self._device_label()} delivered no audio for {silent_for:.1f} s "
                     f"(unplugged or its sound server gone?); {DEVICE_HINT}"

@@ -133,14 +133,21 @@ class MixedSource(AudioSource):
             pending = [lane for lane in live if len(lane.samples)]
             if not pending:
                 return
-            waiting = [lane for lane in live if not lane.ended and not len(lane.samples)]
+            waiting = any(not lane.ended and not len(lane.samples) for lane in live)
             stale = any(now - (lane.waiting_since or now) >= self.max_wait_s for lane in pending)
-            if waiting and not (stale or flush):
-                return  # give the silent input a moment to catch up
-            ready = [len(lane.samples) for lane in pending]
-            count = min(ready) if not waiting and not flush and min(ready) >= self.block else max(ready)
-            if count < self.block and not (stale or flush):
+            shortest = min(len(lane.samples) for lane in pending)
+            if flush:
+                count = max(len(lane.samples) for lane in pending)  # the end: pad the tails
+            elif waiting:
+                if not stale:
+                    return  # give the silent input a moment to catch up
+                count = shortest  # the silent input counts as silence for this stretch
+            elif shortest >= self.block or stale:
+                count = shortest
+            else:
                 return
+            # Only an input with nothing pending is filled with silence (or every tail, at the
+            # end): an input is never cut in the middle, so its own audio stays contiguous.
             parts = {kind: lane.take(count) for kind, lane in self._lanes.items()}  # each [count]
             levels = {kind: rms_dbfs(part) for kind, part in parts.items()}
             t_capture = max(lane.t_capture for lane in self._lanes.values())
