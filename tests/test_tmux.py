@@ -92,3 +92,36 @@ def test_tui_in_tmux(pane: Pane, tmp_path: Path, tiny_model_dir: Path) -> None:
     contents = read_journal(journals[0])
     assert contents.ended_cleanly and contents.header.delay_ms == 480
     assert yaml.safe_load((config / "config.yaml").read_text())["delay_ms"] == 560  # persisted
+
+
+def test_tui_reads_keys_from_the_terminal_while_audio_comes_on_stdin(
+    pane: Pane, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """`... | voxcap --stdin` on a terminal: the pipe is the audio, the keyboard still works."""
+    from tests.tiny_model import synthetic_speechlike
+
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, synthetic_speechlike(6.0), 16000)
+    config, data = tmp_path / "config", tmp_path / "data"
+    config.mkdir()
+    (config / "config.yaml").write_text("pause_s: 0.24\nmax_segment_s: 1.0\n")
+    command = " ".join(
+        [
+            f"cd {shlex.quote(str(ROOT))} &&",
+            f"cat {shlex.quote(str(wav))} |",
+            f"env VOXCAP_CONFIG_DIR={shlex.quote(str(config))} VOXCAP_DATA_DIR={shlex.quote(str(data))}",
+            "TERM=xterm-256color",
+            shlex.quote(sys.executable),
+            "-m tui.cli --stdin",
+            f"--model {shlex.quote(str(tiny_model_dir))} --compute-device cpu --dtype float32;",
+            "echo VOXCAP-EXIT=$?; sleep 60",
+        ]
+    )
+    subprocess.run(["tmux", "new-session", "-d", "-s", pane.name, "-x", "120", "-y", "32", command], check=True)
+    pane.wait_for(lambda s: "END OF INPUT" in s and "00:00:0" in s, "the piped audio captioned to its end")
+    pane.keys("t")  # a key from the keyboard reaches the app: the theme changes (persisted below)
+    pane.wait_for(lambda s: "Theme: high-contrast" in s, "the theme toast")
+    pane.keys("q")
+    screen = pane.wait_for(lambda s: "VOXCAP-EXIT=" in s, "voxcap to quit")
+    assert "VOXCAP-EXIT=0" in screen, screen
+    assert yaml.safe_load((config / "config.yaml").read_text())["theme"] == "high-contrast"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from tui.errors import SettingsError
 from tui.settings import DTYPES, LANGUAGES, OUTPUT_FORMATS, SOURCES, Settings, load_settings
 
 
@@ -21,12 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="live captions (the default command)",
         description="Caption live speech: microphone, system audio, a file or stdin.",
     )
-    parser.add_argument(
-        "file", nargs="?", help="caption this audio file (WAV, FLAC, OGG) instead of a live input"
-    )
-    parser.add_argument(
-        "--model", "-m", help="model directory/file or catalog name (default: the default model)"
-    )
+    parser.add_argument("file", nargs="?", help="caption this audio file (WAV, FLAC, OGG) instead of a live input")
+    parser.add_argument("--model", "-m", help="model directory/file or catalog name (default: the default model)")
     parser.add_argument("--compute-device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: auto)")
     parser.add_argument(
@@ -54,9 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stdin", action="store_true", help="read audio from stdin (raw s16le or WAV)")
     parser.add_argument("--stdin-rate", type=int, help="sample rate of raw s16le stdin (default 16000)")
     parser.add_argument("--stdin-channels", type=int, help="channels of raw s16le stdin (default 1)")
-    parser.add_argument(
-        "--fast", action="store_true", help="read a file as fast as possible, not in real time"
-    )
+    parser.add_argument("--fast", action="store_true", help="read a file as fast as possible, not in real time")
     parser.add_argument("--headless", action="store_true", help="no TUI: print finalized lines to stdout")
     parser.add_argument(
         "--format",
@@ -66,9 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-journal", action="store_true", help="do not write a session journal")
     parser.add_argument("--record", action="store_true", help="record the session's audio beside the journal")
-    parser.add_argument(
-        "--live-file", metavar="PATH", help="keep the last lines in this file (OBS text source)"
-    )
+    parser.add_argument("--live-file", metavar="PATH", help="keep the last lines in this file (OBS text source)")
     parser.set_defaults(func=run)
 
 
@@ -123,8 +117,11 @@ def load_engine(settings: Settings) -> Any:
     return asr.load_model(path, device=device, dtype=dtype)
 
 
-def make_source(settings: Settings, kind: str, device: str | None) -> Any:
-    from tui.sources import open_source
+def make_source(settings: Settings, kind: str, device: str | None, stdin_fd: int | None = None) -> Any:
+    from tui.sources import StdinSource, open_source
+
+    if kind == "stdin" and stdin_fd is not None:
+        return StdinSource(stdin_fd, rate=settings.stdin_rate, channels=settings.stdin_channels)
 
     return open_source(
         kind,
@@ -166,14 +163,31 @@ def run_headless(settings: Settings) -> int:
     return code
 
 
+def _keyboard_from_tty() -> int | None:
+    """`ffmpeg ... | voxcap --stdin` on a terminal: the audio pipe moves to a new fd and fd 0
+    becomes the terminal, so Textual reads keys from the keyboard, not from the audio."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return None
+    audio_fd = os.dup(0)
+    try:
+        keyboard = os.open("/dev/tty", os.O_RDONLY)
+    except OSError as error:
+        os.close(audio_fd)
+        raise SettingsError(f"cannot open the terminal for keys ({error.strerror}); add --headless") from error
+    os.dup2(keyboard, 0)
+    os.close(keyboard)
+    return audio_fd
+
+
 def run_tui(settings: Settings) -> int:
     from asr.hub import DEFAULT_MODEL, download
     from tui.app import VoxcapApp
     from tui.runtime import CaptionRuntime, default_journal
 
+    stdin_fd = _keyboard_from_tty() if settings.source == "stdin" else None
     runtime = CaptionRuntime(
         settings=settings,
-        source_factory=lambda kind, device: make_source(settings, kind, device),
+        source_factory=lambda kind, device: make_source(settings, kind, device, stdin_fd),
         model_loader=lambda: load_engine(settings),
         downloader=(lambda: download(DEFAULT_MODEL, progress=False)) if settings.model is None else None,
         journal_factory=default_journal if settings.journal else None,
