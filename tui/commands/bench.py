@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quant", default="bf16", choices=RANDOM_QUANTS,
                         help="storage type of --random weights (default bf16)")  # fmt: skip
     parser.add_argument(
-        "--compute-device", "--device", dest="device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)"
+        "--compute-device", "--device", dest="device", help="cpu, cuda or cuda:N (default: CUDA if present)"
     )
     parser.add_argument("--dtype", default=None, help="compute dtype (default bfloat16)")
     parser.add_argument("--dequantize", action="store_true", help="expand quantized weights to --dtype at load")

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--delay-ms", type=int, default=480, help="transcription delay, 80..2400 step 80")
     parser.add_argument("--format", choices=("text", "jsonl"), default="text")
     parser.add_argument(
-        "--compute-device", "--device", dest="device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)"
+        "--compute-device", "--device", dest="device", help="cpu, cuda or cuda:N (default: CUDA if present)"
     )
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bfloat16)")
     parser.add_argument("--dequantize", action="store_true", help="expand quantized weights to --dtype at load")
