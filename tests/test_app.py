@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import srt
 import yaml
+from textual.events import MouseScrollUp
 from textual.pilot import Pilot
 
 from tests.fake_engine import FakeModel, FakeSource, speech_like
@@ -383,3 +384,16 @@ async def test_recording_and_live_file(isolated_dirs: Path) -> None:
     samples, rate = sf.read(recording, dtype="float32")
     assert rate == 16000 and len(samples) == len(audio)  # every fed sample, once
     assert live.read_text().splitlines()[-2:] == finals[-2:]
+
+
+async def test_mouse_wheel_scrolls_back_and_leaves_live(isolated_dirs: Path) -> None:
+    harness = Harness(conversation(8))
+    app = harness.app
+    async with app.run_test(size=(90, 16)) as pilot:
+        await wait_for(pilot, lambda: app.state == "ended", "end of input")
+        captions = harness.captions
+        bottom = captions.scroll_y
+        wheel = MouseScrollUp(captions, 5, 5, 0, 0, 0, False, False, False)
+        captions.post_message(wheel)  # Pilot has no wheel helper: the event a terminal sends
+        await pilot.pause()
+        assert not captions.follow and captions.scroll_y < bottom

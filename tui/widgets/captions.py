@@ -148,6 +148,7 @@ class CaptionsView(ScrollView, can_focus=True):
 
     def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         self._leave_live()
+        super()._on_mouse_scroll_up(event)
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
