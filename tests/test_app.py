@@ -397,3 +397,27 @@ async def test_mouse_wheel_scrolls_back_and_leaves_live(isolated_dirs: Path) -> 
         captions.post_message(wheel)  # Pilot has no wheel helper: the event a terminal sends
         await pilot.pause()
         assert not captions.follow and captions.scroll_y < bottom
+
+
+async def test_first_run_offers_to_download_the_default_model(isolated_dirs: Path) -> None:
+    from asr.errors import ModelNotFound
+    from tui.widgets.dialogs import ConfirmScreen
+
+    harness = Harness(conversation(1), held=True)
+    downloaded: list[bool] = []
+
+    def loader() -> FakeModel:
+        if not downloaded:
+            raise ModelNotFound("model 'q4_k_m' is not downloaded: run `voxcap models download q4_k_m`")
+        return harness.model
+
+    harness.runtime.model = None
+    harness.runtime.model_loader = loader
+    harness.runtime.downloader = lambda: downloaded.append(True)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the download offer")
+        assert "not downloaded" in app.screen.question
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.asr is not None, "the model, once downloaded")
+        assert downloaded == [True] and app.state != "error"
