@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from tui.errors import AudioSourceError
@@ -71,9 +72,7 @@ class HeadlessPrinter:
         if self.fmt == "jsonl":
             partial = message.open_segment.text if message.open_segment is not None else None
             if partial != self._last_partial and partial:
-                self._emit(
-                    {"type": "partial", "text": partial, "start_s": round(message.open_segment.start_s, 3)}
-                )  # type: ignore[union-attr]
+                self._emit({"type": "partial", "text": partial, "start_s": round(message.open_segment.start_s, 3)})  # type: ignore[union-attr]
             self._last_partial = partial
 
     def _emit(self, event: dict[str, Any]) -> None:
@@ -98,12 +97,69 @@ async def _produce(source: Any, buffer: AudioBuffer) -> str | None:
 
 
 async def run_headless_async(
-    settings: Settings, model: Any, source: Any, journal: Any = None, out: TextIO | None = None
+    settings: Settings,
+    model: Any,
+    source: Any,
+    journal: Any = None,
+    out: TextIO | None = None,
+    open_journal: Callable[[], Any] | None = None,
 ) -> int:
+    """Caption ``source`` to ``out`` until it ends or a stop signal comes; returns the exit status.
+
+    ``open_journal`` (instead of ``journal``) opens the journal only after the signal handlers are
+    in place, so a signal at any moment after the journal exists still closes it, and the path
+    is printed on stderr. Exit status: 0, 130 after SIGINT (the shell's Ctrl+C convention), 2 when
+    the input failed.
+    """
     out = out if out is not None else sys.stdout
-    printer = HeadlessPrinter(out, settings.output_format)
+    loop = asyncio.get_running_loop()
+    stop_reason: list[str] = []
+    workers: list[AsrWorker] = []
+
+    def stop(name: str) -> None:
+        if stop_reason:
+            return
+        stop_reason.append(name)
+        for worker in workers:
+            worker.send(Stop(name))
+        loop.create_task(source.stop())
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            loop.add_signal_handler(signum, stop, signum.name)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread: the caller handles signals
+    if open_journal is not None:
+        journal = open_journal()
+    error: str | None = None
+    try:
+        if not stop_reason:
+            error = await _caption(settings, model, source, journal, out, workers, stop_reason)
+    finally:
+        if journal is not None:
+            journal.close(reason=stop_reason[0] if stop_reason else "normal")
+            if open_journal is not None:
+                print(f"voxcap: transcript saved to {journal.path}", file=sys.stderr)
+    if error:
+        print(f"voxcap: error: {error}", file=sys.stderr)
+        return 2
+    return 130 if stop_reason[:1] == ["SIGINT"] else 0
+
+
+async def _caption(
+    settings: Settings,
+    model: Any,
+    source: Any,
+    journal: Any,
+    out: TextIO,
+    workers: list[AsrWorker],
+    stop_reason: list[str],
+) -> str | None:
+    loop = asyncio.get_running_loop()
     detector = LanguageDetector()
-    detector.warm_up()
+    await loop.run_in_executor(None, detector.warm_up)  # in a thread: signals are handled meanwhile
+    if stop_reason:
+        return None
     buffer = AudioBuffer(settings.queue_s)
     config = WorkerConfig(
         pause_s=settings.pause_s,
@@ -116,39 +172,19 @@ async def run_headless_async(
     worker = AsrWorker(
         model.stream(delay_ms=settings.delay_ms),
         buffer,
-        printer.post,
+        HeadlessPrinter(out, settings.output_format).post,
         config,
         journal=journal,
         detector=detector,
         source_dropped_s=lambda: float(getattr(source, "dropped_s", 0.0)),
     )
-    loop = asyncio.get_running_loop()
-    stop_reason: list[str] = []
-
-    def stop(name: str) -> None:
-        stop_reason.append(name)
-        worker.send(Stop(name))
-        loop.create_task(source.stop())
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        try:
-            loop.add_signal_handler(signum, stop, signum.name)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
+    workers.append(worker)
     asr_thread = loop.run_in_executor(None, worker.run)
     producer = asyncio.create_task(_produce(source, buffer))
     try:
-        reason = await asr_thread
+        await asr_thread
     finally:
-        error = await producer if producer.done() else None
         if not producer.done():
             await source.stop()
-            error = await producer
-        if journal is not None:
-            journal.close(reason=stop_reason[0] if stop_reason else "normal")
-    if error:
-        print(f"voxcap: error: {error}", file=sys.stderr)
-        return 2
-    if reason == "SIGINT":
-        return 130
-    return 0
+        error = await producer
+    return error

@@ -151,16 +151,17 @@ def run_headless(settings: Settings) -> int:
 
     model = load_engine(settings)
     source = make_source(settings, settings.source, settings.input_device)
-    journal = None
-    if settings.journal:
-        journal = default_journal(
-            settings,
-            model.info,
-            lambda message: message and print(f"voxcap: warning: {message}", file=sys.stderr),
-        )
-    code = asyncio.run(run_headless_async(settings, model, source, journal))
-    _print_journal_path(getattr(journal, "path", None))
-    return code
+
+    def warn(message: str | None) -> None:
+        if message:
+            print(f"voxcap: warning: {message}", file=sys.stderr)
+
+    def open_journal() -> Any:
+        return default_journal(settings, model.info, warn)
+
+    return asyncio.run(
+        run_headless_async(settings, model, source, open_journal=open_journal if settings.journal else None)
+    )
 
 
 def _keyboard_from_tty() -> int | None:
