@@ -21,7 +21,7 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
-from tui.audio import TARGET_RATE, MonoResampler, rms_dbfs
+from tui.audio import TARGET_RATE, rms_dbfs
 from tui.errors import AudioSourceError
 
 DEFAULT_MAX_QUEUE_S = 2.0  # seconds of audio a source may hold before dropping (or waiting)
@@ -143,6 +143,10 @@ class AudioSource(ABC):
             self._finish(error)
             self._error_raised = True  # the caller of start() got it
             raise
+        if self._stopping:  # stop() was called while opening
+            await self._close()
+            self._finish(None)
+            return
         self._pump_task = asyncio.create_task(self._run_pump(), name=f"voxcap-audio-{self.kind}")
 
     async def stop(self) -> None:
@@ -219,8 +223,8 @@ class AudioSource(ABC):
         if len(samples) == 0 or self._finished:
             return
         chunk = self._make_chunk(samples, t_capture, levels)
-        if self._queued_samples + len(samples) > self._max_queue_samples:
-            self._dropped_s += chunk.duration_s
+        if self._queued_samples > 0 and self._queued_samples + len(samples) > self._max_queue_samples:
+            self._dropped_s += chunk.duration_s  # (an empty queue takes any chunk: none can jam it)
             return
         self._enqueue(chunk)
 
@@ -255,19 +259,6 @@ class AudioSource(ABC):
         paused_at = time.monotonic()
         await self._resumed.wait()
         return time.monotonic() - paused_at
-
-    async def _flush_resampler(self, resampler: MonoResampler | None) -> None:
-        if resampler is not None:
-            await self._emit(resampler.flush(), time.monotonic())
-
-    def _fail(self, error: AudioSourceError) -> None:
-        """End the source with ``error`` from a callback (not from inside the pump)."""
-        if self._finished or self._stopping:
-            return
-        if self._pump_task is not None and not self._pump_task.done():
-            self._pump_task.cancel()
-        assert self._loop is not None
-        self._loop.create_task(self._close_after_failure(error))
 
     @property
     def _max_queue_samples(self) -> int:
@@ -307,10 +298,6 @@ class AudioSource(ABC):
             return
         await self._close()
         self._finish(None)
-
-    async def _close_after_failure(self, error: AudioSourceError) -> None:
-        await self._close()
-        self._finish(error)
 
 
 async def run_blocking(function: Callable[[], _T], timeout_s: float, what: str) -> _T:
