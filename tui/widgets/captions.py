@@ -216,16 +216,27 @@ class CaptionsView(ScrollView, can_focus=True):
         self._update_size()
 
     def _update_size(self) -> None:
-        lines = (self._starts[-1] + len(self._wrapped[-1]) if self._wrapped else 0) + len(
-            self._partial_strips
-        )
+        lines = (self._starts[-1] + len(self._wrapped[-1]) if self._wrapped else 0) + len(self._partial_strips)
         self.virtual_size = Size(self._wrap_width, lines)
         if self.follow:
             self.scroll_end(animate=False, immediate=True)
         self.refresh()
 
-    def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(name, partial=True)
+    def _style(self, name: str, background: bool = False) -> Style:
+        """A component class's resolved style; without its background unless asked, so the
+        view's own background (and search highlights) show through."""
+        full = self.get_component_rich_style(name)
+        if background:
+            return full
+        return Style(
+            color=full.color,
+            bold=full.bold,
+            italic=full.italic,
+            dim=full.dim,
+            underline=full.underline,
+            reverse=full.reverse,
+            strike=full.strike,
+        )
 
     def _gutter(self, entry: Entry) -> list[RichSegment]:
         gutter = self._style("captions--gutter")
@@ -248,19 +259,18 @@ class CaptionsView(ScrollView, can_focus=True):
         console: Console = self.app.console
         text_width = max(8, self._wrap_width - GUTTER_WIDTH)
         if entry.kind == "mark":
-            line = Text(
-                f"── {format_clock(entry.audio_s)} {entry.text} ", style=self._style("captions--mark")
-            )
+            line = Text(f"── {format_clock(entry.audio_s)} {entry.text} ")
+            line.stylize(self._style("captions--mark"))
             line.truncate(self._wrap_width)
             return [Strip(list(line.render(console)))]
         if entry.kind == "partial":
-            text = Text(PARTIAL_MARKER + entry.text + " …", style=self._style("captions--partial"))
+            text = Text(PARTIAL_MARKER + entry.text + " …")
+            text.stylize(self._style("captions--partial"))
         else:
             text = Text(entry.text)
         if self.query_text and entry.kind != "partial":
-            style = self._style(
-                "captions--current-match" if index == self.current_match else "captions--match"
-            )
+            name = "captions--current-match" if index == self.current_match else "captions--match"
+            style = self._style(name, background=True)
             text.highlight_regex(re.compile(re.escape(self.query_text), re.IGNORECASE), style)
         strips = []
         for number, line in enumerate(text.wrap(console, text_width, overflow="fold")):
@@ -280,7 +290,8 @@ class CaptionsView(ScrollView, can_focus=True):
             strip = self._partial_strips[line - total_final]
         else:
             return Strip.blank(width, self.rich_style)
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        # The view's own style under every segment: plain text gets the theme's colours.
+        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style).apply_style(self.rich_style)
 
     def last_final_text(self) -> str | None:
         for entry in reversed(self.entries):

@@ -53,15 +53,14 @@ class HintBar(Footer):
     DEFAULT_CSS = """
     HintBar { height: auto; max-height: 4; }
     """
-    KEY_CELL_WIDTH = 15  # the widest label ("space Resume", "[ Delay−") plus spacing
-
     def compose(self) -> ComposeResult:
         keys = list(super().compose())
-        one_row = self.styles.grid_size_columns or len(keys)
-        fits = max(1, self.app.size.width // self.KEY_CELL_WIDTH)
-        if one_row * self.KEY_CELL_WIDTH > self.app.size.width * 1.6:
+        widths = [len(getattr(key, "key_display", "")) + len(getattr(key, "description", "")) + 2 for key in keys]
+        available = self.app.size.width  # the widths include the command palette's key
+        if widths and sum(widths) > available:
             self.styles.layout = "grid"
-            self.styles.grid_size_columns = min(one_row, fits)
+            palette = widths[-1]  # docked at the right of the first row
+            self.styles.grid_size_columns = max(1, (available - palette) // max(widths))
             self.styles.grid_columns = "1fr"
             self.styles.height = "auto"
         else:
