@@ -53,12 +53,9 @@ class PulseServer:
         return {**os.environ, **self._env_overrides()}
 
     def _env_overrides(self) -> dict[str, str]:
-        return {
-            "PULSE_SERVER": self.server,
-            "PULSE_RUNTIME_PATH": str(self.runtime_dir),
-            "XDG_RUNTIME_DIR": str(self.runtime_dir),
-            "PULSE_CLIENTCONFIG": str(self.runtime_dir / "client.conf"),
-        }
+        # Clients need only the socket (anonymous auth: no cookie) and no autospawn; the rest of
+        # the environment (XDG_RUNTIME_DIR included) stays as the other tests expect it.
+        return {"PULSE_SERVER": self.server, "PULSE_CLIENTCONFIG": str(self.runtime_dir / "client.conf")}
 
     def start(self) -> None:
         if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
@@ -79,8 +76,13 @@ class PulseServer:
             f"--load=module-null-sink sink_name={SINK} rate={self.sink_rate} channels=2",
             f"--load=module-null-sink sink_name={MIC_SINK} rate={self.mic_rate} channels=1",
         ]
-        env = {**os.environ, **self._env_overrides(), "HOME": str(self.runtime_dir)}
-        env.pop("PULSE_SERVER")  # the server itself must not try to connect anywhere
+        env = {
+            **os.environ,
+            "PULSE_RUNTIME_PATH": str(self.runtime_dir),  # its pid/lock files: apart from any other
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "HOME": str(self.runtime_dir),  # its cookie and state
+        }
+        env.pop("PULSE_SERVER", None)  # the server itself must not try to connect anywhere
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
