@@ -80,10 +80,7 @@ class PickerScreen(ModalScreen[str | None]):
             if self.note:
                 yield Static(self.note, classes="-note", markup=False)
             yield OptionList(
-                *[
-                    Option(("● " if value == self.current else "  ") + label, id=value)
-                    for value, label in self.choices
-                ]
+                *[Option(("● " if value == self.current else "  ") + label, id=value) for value, label in self.choices]
             )
 
     def on_mount(self) -> None:

@@ -86,9 +86,7 @@ class LevelMeter(Widget):
         for source, level in sorted(self.levels.items()):
             fraction = (level - LEVEL_FLOOR_DB) / -LEVEL_FLOOR_DB
             name = SOURCE_NAMES.get(source, source[:4].title())
-            lines.append(
-                Text.assemble((f"{name:<5}", "bold"), bar(fraction, width), f" {max(level, -99):4.0f} dB")
-            )
+            lines.append(Text.assemble((f"{name:<5}", "bold"), bar(fraction, width), f" {max(level, -99):4.0f} dB"))
         if self.silent:
             lines.append(Text("no speech (input is silent)", "italic"))
         return Text("\n").join(lines)
