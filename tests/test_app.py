@@ -421,3 +421,16 @@ async def test_first_run_offers_to_download_the_default_model(isolated_dirs: Pat
         await pilot.press("y")
         await wait_for(pilot, lambda: app.asr is not None, "the model, once downloaded")
         assert downloaded == [True] and app.state != "error"
+
+
+async def test_watchdog_warns_and_restarts_a_mute_stream(isolated_dirs: Path) -> None:
+    from tests.test_worker import MuteSession
+
+    model = FakeModel()
+    model.stream = lambda delay_ms=480: model.sessions.append(MuteSession(delay_ms)) or model.sessions[-1]
+    harness = Harness(speech_like(6.0), live=True, model=model, watchdog_s=1.0, journal=False)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_for(pilot, lambda: any("stream restarted" in e.text for e in harness.captions.entries), "mark")
+        assert "restart" in harness.session.calls
+        assert any("no text for" in str(n.message) for n in app._notifications)
