@@ -106,3 +106,19 @@ def test_real_voxcap_on_a_wav_is_headless_when_piped(dirs: Path, tiny_model_dir:
     contents = read_journal(journals[0])
     assert [s.text for s in contents.segments] == lines and lines
     assert contents.header.model_format and contents.header.input_source == "file"
+
+
+def test_command_line_maps_onto_settings(dirs: Path) -> None:
+    import argparse
+
+    from tui.commands import listen
+
+    parser = argparse.ArgumentParser()
+    listen.register(parser.add_subparsers())
+    args = parser.parse_args(["listen", "--file", "talk.wav", "--delay", "960", "-l", "de", "--fast", "--no-journal"])
+    settings = listen.settings_from_args(args)
+    assert (settings.source, settings.file, settings.delay_ms, settings.language) == ("file", "talk.wav", 960, "de")
+    assert not settings.realtime and not settings.journal
+    args = parser.parse_args(["listen", "--stdin", "--stdin-rate", "48000", "--format", "jsonl"])
+    settings = listen.settings_from_args(args)
+    assert (settings.source, settings.stdin_rate, settings.output_format) == ("stdin", 48000, "jsonl")

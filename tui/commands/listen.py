@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Caption live speech: microphone, system audio, a file or stdin.",
     )
     parser.add_argument("file", nargs="?", help="caption this audio file (WAV, FLAC, OGG) instead of a live input")
+    parser.add_argument("--file", dest="file_option", metavar="PATH", help="same as the FILE argument")
     parser.add_argument("--model", "-m", help="model directory/file or catalog name (default: the default model)")
     parser.add_argument("--compute-device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: auto)")
@@ -87,8 +88,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "live_file",
         )
     }
-    if args.file:
-        overrides["file"] = args.file
+    file = args.file or getattr(args, "file_option", None)
+    if file:
+        overrides["file"] = file
         overrides["source"] = overrides["source"] or "file"
     if args.stdin:
         overrides["source"] = "stdin"
