@@ -128,6 +128,7 @@ class FakeStream:
 
     def close(self) -> None:
         self.closed.set()
+        self.go.set()  # a thread still waiting to start ends now
 
 
 @pytest.fixture
@@ -156,7 +157,8 @@ def fake_sounddevice(monkeypatch):
     monkeypatch.setitem(sys.modules, "sounddevice", module)
     FakeStream.instances = []
     FakeStream.refuse_rates = set()
-    return module
+    yield module
+    FakeStream.instances = []  # the streams hold their sources (and their soxr resamplers)
 
 
 async def test_a_stalled_loop_cannot_make_the_callback_queue_grow(fake_sounddevice):
@@ -320,3 +322,35 @@ def test_voxcap_devices_without_portaudio_or_a_sound_server(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "apt install libportaudio2" in done.stdout
     assert "Cannot reach the PulseAudio/PipeWire sound server" in done.stdout or "pactl" in done.stdout
+
+
+# -- system audio without a sound server ------------------------------------------------------
+
+
+async def test_system_audio_without_a_sound_server_says_so(monkeypatch, tmp_path):
+    from tui.sources import SystemAudioSource
+
+    monkeypatch.setenv("PULSE_SERVER", f"unix:{tmp_path / 'no-server'}")
+    source = SystemAudioSource()
+    with pytest.raises(AudioSourceError, match=r"Cannot reach the PulseAudio/PipeWire sound server.*pactl info"):
+        await source.start()
+    assert source.closed
+
+
+async def test_system_audio_without_pulse_tools_says_what_to_install(monkeypatch, tmp_path):
+    from tui.sources import SystemAudioSource
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pactl, no parec
+    with pytest.raises(AudioSourceError, match=r"apt install pulseaudio-utils"):
+        await SystemAudioSource().start()
+
+
+async def test_stop_while_starting_leaves_nothing_open(tmp_path):
+    soundfile.write(tmp_path / "a.wav", np.zeros(16_000, np.float32), 16_000)
+    source = FileSource(tmp_path / "a.wav")
+    starting = asyncio.create_task(source.start())
+    await asyncio.sleep(0)  # start() is now inside its open
+    await source.stop()
+    await starting
+    assert source.closed and source._file is None and source._pump_task is None
+    assert [c async for c in source] == []
