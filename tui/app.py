@@ -122,7 +122,7 @@ class VoxcapApp(App[int]):
     def on_model_loaded(self, message: ModelLoaded) -> None:
         info = message.info
         self.query_one(StatusHeader).model_text = info
-        self.asr = self.runtime.begin(self, self.settings, message.model)
+        self.asr = self.runtime.begin(self, self.settings, message.model, message.session)
         self.state = "live"
         self.run_asr(self.asr)
 

@@ -83,6 +83,7 @@ class ModelLoaded(Message):
 
     model: Any
     info: str
+    session: Any = None  # the model stream, opened in the loading thread
 
 
 @dataclass

@@ -88,10 +88,7 @@ class CaptionRuntime:
         app.run_worker(self.detector.warm_up, thread=True, group="langid", exit_on_error=False)
         if self.journal_factory is not None:
             app.run_worker(lambda: self._find_interrupted(app), thread=True, group="recovery", exit_on_error=False)
-        if self.model is not None:
-            app.post_message(ModelLoaded(self.model, describe_model(self.model.info)))
-        else:
-            app.run_worker(lambda: self._load(app), thread=True, group="model", exit_on_error=False)
+        app.run_worker(lambda: self._load(app), thread=True, group="model", exit_on_error=False)
 
     def _find_interrupted(self, app: VoxcapApp) -> None:
         from tui.commands.sessions import find_interrupted_sessions
@@ -117,16 +114,20 @@ class CaptionRuntime:
     def _load(self, app: VoxcapApp) -> None:
         from asr.errors import ModelNotFound
 
-        assert self.model_loader is not None, "CaptionRuntime needs a model or a model_loader"
+        assert self.model is not None or self.model_loader is not None, "give a model or a model_loader"
         try:
-            model = self.model_loader()
+            model = self.model if self.model is not None else self.model_loader()  # type: ignore[misc]
         except ModelNotFound as error:
             if self.downloader is None:
                 raise
             question = f"{error}\n\nDownload the default model now? (it is large; this takes a while)"
             app.post_message(ModelMissing(str(error), question))
             return
-        app.post_message(ModelLoaded(model, describe_model(model.info)))
+        # The stream (KV caches) and the journal (a file and an fsync) are made here, off the UI thread.
+        session = model.stream(delay_ms=self.settings.delay_ms)
+        if self.journal_factory is not None:
+            self.journal = self.journal_factory(self.settings, model.info, self._journal_error(app))
+        app.post_message(ModelLoaded(model, describe_model(model.info), session))
 
     def download_and_load(self, app: VoxcapApp) -> None:
         def fetch() -> None:
@@ -139,11 +140,8 @@ class CaptionRuntime:
 
     # -- session --------------------------------------------------------------------------------
 
-    def begin(self, app: VoxcapApp, settings: Settings, model: Any) -> AsrWorker:
-        """Open the stream, the journal and the input; returns the worker the app runs."""
-        session = model.stream(delay_ms=settings.delay_ms)
-        if self.journal_factory is not None:
-            self.journal = self.journal_factory(settings, model.info, self._journal_error(app))
+    def begin(self, app: VoxcapApp, settings: Settings, model: Any, session: Any) -> AsrWorker:
+        """Open the live file, the recording and the input; returns the worker the app runs."""
         if settings.live_file:
             from tui.livefile import LiveCaptionFile
 
