@@ -214,6 +214,8 @@ class MicrophoneSource(AudioSource):
         channels = [min(self.device.channels, 2)]
         if self.device.channels not in channels:
             channels.append(self.device.channels)  # some hw devices only open with all channels
+        max_blocks = max(2, int(self.max_queue_s * 1000 / self.block_ms))
+        self._blocks = queue.Queue(maxsize=max_blocks)
         last_error: Exception | None = None
         for rate in rates:
             for count in channels:
@@ -226,10 +228,6 @@ class MicrophoneSource(AudioSource):
                 except (sd.PortAudioError, ValueError) as error:  # ValueError: settings it rejects
                     last_error = error
                     continue
-                self.rate, self.channels = rate, count
-                max_blocks = max(2, int(self.max_queue_s * 1000 / self.block_ms))
-                self._blocks = queue.Queue(maxsize=max_blocks)
-                self._resampler = MonoResampler(rate)
                 return
         raise AudioSourceError(f"Cannot open microphone {self._device_label()}: {last_error}; {DEVICE_HINT}")
 
@@ -244,8 +242,15 @@ class MicrophoneSource(AudioSource):
             callback=self._callback,
             finished_callback=self._stream_ended.set,
         )
+        # Ready for the first callback before the stream starts calling.
+        self.rate, self.channels = rate, channels
+        self._resampler = MonoResampler(rate)
         self._last_callback = time.monotonic()
-        stream.start()
+        try:
+            stream.start()
+        except BaseException:
+            stream.close()
+            raise
         return stream
 
     # Runs on PortAudio's thread: copy, queue, wake the loop. Nothing that can block.
