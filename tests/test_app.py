@@ -434,3 +434,13 @@ async def test_watchdog_warns_and_restarts_a_mute_stream(isolated_dirs: Path) ->
         await wait_for(pilot, lambda: any("stream restarted" in e.text for e in harness.captions.entries), "mark")
         assert "restart" in harness.session.calls
         assert any("no text for" in str(n.message) for n in app._notifications)
+
+
+async def test_a_config_that_cannot_be_saved_is_reported(isolated_dirs: Path) -> None:
+    (isolated_dirs / "config").write_text("a file where the config directory should be")
+    harness = Harness(conversation(1))
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.press("t")
+        await wait_for(pilot, lambda: any(n.title == "Settings" for n in app._notifications), "the error toast")
+        assert app.theme == "high-contrast"  # the change itself still applies

@@ -29,6 +29,7 @@ from tui.messages import (
     JournalFailed,
     ModelLoaded,
     ModelMissing,
+    SettingsNotSaved,
     StreamMarked,
     TokensDecoded,
     WorkerFinished,
@@ -56,7 +57,6 @@ class VoxcapApp(App[int]):
     paused: reactive[bool] = reactive(False)
     expected_language: reactive[str] = reactive("auto")
     following: reactive[bool] = reactive(True)
-    searching: reactive[bool] = reactive(False)
 
     def __init__(self, settings: Settings, runtime: CaptionRuntime) -> None:
         super().__init__()
@@ -235,6 +235,9 @@ class VoxcapApp(App[int]):
         if not self.is_running:
             return  # shutting down: the widgets are gone (the journal has the text)
         self.notify(message.error, title="Journal", severity="error", timeout=20)
+
+    def on_settings_not_saved(self, message: SettingsNotSaved) -> None:
+        self.notify(message.error, title="Settings", severity="error", timeout=15)
 
     @on(CaptionsView.FollowChanged)
     def _follow_changed(self, message: CaptionsView.FollowChanged) -> None:

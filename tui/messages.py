@@ -99,3 +99,10 @@ class InterruptedSessions(Message):
     """Journals of earlier sessions that never closed (crash, kill): offered for export."""
 
     summaries: list[Any]  # tui.commands.sessions.SessionSummary, newest first
+
+
+@dataclass
+class SettingsNotSaved(Message):
+    """A setting changed in the app could not be written to the config file."""
+
+    error: str

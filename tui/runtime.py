@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tui.errors import AudioSourceError, VoxcapError
 from tui.langid import LanguageDetector
-from tui.messages import InterruptedSessions, JournalFailed, ModelLoaded, ModelMissing
+from tui.messages import InterruptedSessions, JournalFailed, ModelLoaded, ModelMissing, SettingsNotSaved
 from tui.pipeline import AudioBuffer
 from tui.settings import AUTO_LANGUAGE, Settings, save_changes, settings_as_dict
 from tui.worker import AsrWorker, NoteSource, WorkerConfig
@@ -81,10 +82,13 @@ class CaptionRuntime:
     _silent_s: float = 0.0
     _levels_at: float = 0.0
     _closed: bool = False
+    _saver: ThreadPoolExecutor | None = None
+    _app: Any = None
 
     # -- model --------------------------------------------------------------------------------
 
     def start(self, app: VoxcapApp) -> None:
+        self._app = app
         app.run_worker(self.detector.warm_up, thread=True, group="langid", exit_on_error=False)
         if self.journal_factory is not None:
             app.run_worker(lambda: self._find_interrupted(app), thread=True, group="recovery", exit_on_error=False)
@@ -296,8 +300,18 @@ class CaptionRuntime:
         app.run_worker(write, thread=True, group="export", exit_on_error=False, name="export")
 
     def persist(self, key: str, value: Any) -> None:
-        if self.persist_settings:
-            save_changes({key: value})  # a few hundred bytes, atomic replace
+        """Save a changed setting to the user config, in order, off the UI thread."""
+        if not self.persist_settings:
+            return
+        if self._saver is None:
+            self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxcap-config")
+        future = self._saver.submit(save_changes, {key: value})  # one thread: writes never race
+        future.add_done_callback(self._report_save)
+
+    def _report_save(self, future: Future[Path]) -> None:
+        error = future.exception()
+        if error is not None and self._app is not None:
+            self._app.post_message(SettingsNotSaved(str(error)))  # thread-safe, never blocks
 
     @property
     def closed(self) -> bool:
@@ -312,6 +326,8 @@ class CaptionRuntime:
         if self._closed:
             return
         self._closed = True
+        if self._saver is not None:
+            self._saver.shutdown(wait=True)  # the last settings change is on disk before we exit
         if self.recorder is not None:
             self.recorder.close()
         if self.journal is not None:
