@@ -236,3 +236,26 @@ def test_with_the_real_engine_delay_change_and_restart(tiny_model_dir) -> None:
     segments = [s for m in post.of(TokensDecoded) for s in m.finalized]
     assert all(a.end_s <= b.start_s + 0.08 for a, b in zip(segments, segments[1:], strict=False))
     assert all(s.end_s <= 6.0 + 1e-6 for s in segments)
+
+
+def test_rollover_mark_comes_after_the_old_streams_last_segment() -> None:
+    worker, buffer, post, journal, session = make_worker(pause_s=10)  # only the rollover closes lines
+    worker.send(SetDelay(960))
+    feed_all(buffer, talk((0.4, True), (0.3, False), (0.4, True)))
+    buffer.close()
+    worker.run()
+    order = [
+        ("mark", m.kind) if isinstance(m, StreamMarked) else ("final", s.text)
+        for m in post.messages
+        if isinstance(m, StreamMarked | TokensDecoded)
+        for s in (m.finalized if isinstance(m, TokensDecoded) else [None])
+    ]
+    assert order[:4] == [
+        ("final", "Hello world."),
+        ("final", "This is a"),  # closed by the rollover at the pause...
+        ("mark", "delay"),  # ...and shown before the mark
+        ("final", "test of voxcap live captions."),
+    ]
+    kinds = [kind for kind, _ in journal.records]
+    assert kinds[:4] == ["segment", "segment", "mark", "segment"]  # the journal has the same order
+    assert len(journal.segment_texts) == len(set(id(s) for k, s in journal.records if k == "segment"))

@@ -290,24 +290,24 @@ class AsrWorker:
         return [Token(t.id, t.text, t.start_s + offset, t.end_s + offset) for t in tokens]
 
     def _handle_events(self, tokens: list[Token]) -> None:
-        """Segment ``tokens``, splitting them at stream rollovers (which close the open segment)."""
-        finalized: list[Segment] = []
+        """Segment ``tokens``, split at stream rollovers: the old stream's last segment closes and
+        is posted before the rollover's mark, so the screen and the journal keep their order."""
         remaining = tokens
         for event in self.session.pop_events():
             event_audio_s = float(getattr(event, "audio_s", self.audio_s)) + self._clock_offset_s
             before = [t for t in remaining if t.end_s <= event_audio_s + 1e-9]
             remaining = [t for t in remaining if t.end_s > event_audio_s + 1e-9]
-            finalized += self.segmenter.push(before, self._source)
-            closed = self.segmenter.close()
-            if closed is not None:
-                finalized.append(closed)
-            self._journal_segments(finalized)
+            closed = self.segmenter.push(before, self._source)
+            last = self.segmenter.close()
+            closed += [last] if last is not None else []
+            self._journal_segments(closed)
+            if before or closed:
+                self._post(TokensDecoded(before, closed, None, self._source, self._lag(before)))
             self._rollover(event, event_audio_s)
-        finalized_after = self.segmenter.push(remaining, self._source)
-        self._journal_segments(finalized_after)
-        finalized += finalized_after
-        if tokens or finalized:
-            self._post(TokensDecoded(tokens, finalized, self._open_copy(), self._source, self._lag(tokens)))
+        finalized = self.segmenter.push(remaining, self._source)
+        self._journal_segments(finalized)
+        if remaining or finalized:
+            self._post(TokensDecoded(remaining, finalized, self._open_copy(), self._source, self._lag(remaining)))
 
     def _rollover(self, event: Any, audio_s: float) -> None:
         new_delay = int(getattr(event, "delay_ms", self.session.delay_ms))
