@@ -328,23 +328,12 @@ def test_stop_signal_closes_the_journal_and_prints_its_path(runs: AllRuns, name:
     assert [(s.path, s.status) for s in list_sessions(run.data_dir)] == [(path, "complete")]
 
 
-@pytest.mark.xfail(
-    reason="tui/headless.py run_headless_async returns the worker's reason, which is 'end-of-input' when "
-    "source.stop() closes the buffer before the worker reads the Stop command (about half the runs)",
-    strict=False,
-)
 def test_ctrl_c_exits_with_status_130(runs: AllRuns) -> None:
     """The shell convention for a Ctrl+C exit (128 + SIGINT), which headless.py means to follow."""
     run = runs.signals["SIGINT"]
     assert run.process.returncode == 130, run.describe()
 
 
-@pytest.mark.xfail(
-    reason="tui/commands/listen.py run_headless creates the journal before run_headless_async installs its "
-    "signal handlers: a signal during the language-detector warm-up and source start kills the process "
-    "without an end record or the path",
-    strict=True,
-)
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_stop_signal_at_the_start_closes_the_journal(runs: AllRuns, name: str) -> None:
     run = runs.early_signals[name]
