@@ -32,6 +32,10 @@ class HeadlessPrinter:
         self.lines = 0
         self._last_partial: str | None = None
         self._lock = threading.Lock()
+        self._stats: EngineStats | None = None  # latest, for the JSONL "stats" events
+        self._stats_emitted_at = 0.0  # audio time of the last one
+
+    STATS_EVERY_S = 5.0  # audio seconds between "stats" events in JSONL output
 
     def post(self, message: Any) -> None:
         with self._lock:
@@ -48,7 +52,32 @@ class HeadlessPrinter:
                     }
                 )
             elif isinstance(message, EngineStats):
-                pass  # gauges are for the screen
+                self._stats = message
+                if message.audio_s - self._stats_emitted_at >= self.STATS_EVERY_S:
+                    self._emit_stats()
+
+    def finish(self) -> None:
+        """End of output: a last "stats" event, so a pipe sees how much audio was captioned."""
+        with self._lock:
+            if self._stats is not None:
+                self._emit_stats()
+
+    def _emit_stats(self) -> None:
+        stats = self._stats
+        if stats is None or self.fmt != "jsonl":
+            return
+        self._stats_emitted_at = stats.audio_s
+        self._emit(
+            {
+                "type": "stats",
+                "audio_s": round(stats.audio_s, 3),
+                "dropped_s": round(stats.dropped_s, 3),
+                "backlog_s": round(stats.backlog_s, 3),
+                "step_p50_ms": None if stats.step_p50_ms is None else round(stats.step_p50_ms, 2),
+                "rtf": None if stats.rtf is None else round(stats.rtf, 3),
+                "delay_ms": stats.delay_ms,
+            }
+        )
 
     def _tokens(self, message: TokensDecoded) -> None:
         for segment in message.finalized:
@@ -169,14 +198,17 @@ async def _caption(
         device=str(model.info.device),
         stop_at_end=True,
     )
+    printer = HeadlessPrinter(out, settings.output_format)
+    recorder = getattr(journal, "recorder", None)  # --record: the journal owns the recording
     worker = AsrWorker(
         model.stream(delay_ms=settings.delay_ms),
         buffer,
-        HeadlessPrinter(out, settings.output_format).post,
+        printer.post,
         config,
         journal=journal,
         detector=detector,
         source_dropped_s=lambda: float(getattr(source, "dropped_s", 0.0)),
+        on_audio=recorder.write if recorder is not None else None,
     )
     workers.append(worker)
     asr_thread = loop.run_in_executor(None, worker.run)
@@ -187,4 +219,5 @@ async def _caption(
         if not producer.done():
             await source.stop()
         error = await producer
+        printer.finish()
     return error

@@ -52,7 +52,7 @@ def default_journal(settings: Settings, info: Any, on_error: Callable[[str | Non
         input_device=settings.file if settings.source == "file" else settings.input_device,
         settings=settings_as_dict(settings),
     )
-    return Journal(header, on_error=on_error)
+    return Journal(header, on_error=on_error, record_audio="wav" if settings.record_audio else None)
 
 
 @dataclass
@@ -150,10 +150,8 @@ class CaptionRuntime:
             from tui.livefile import LiveCaptionFile
 
             self.live_file = LiveCaptionFile(settings.live_file, max_lines=settings.live_file_lines)
-        if settings.record_audio and self.journal is not None:
-            from tui.recording import AudioRecorder, recording_path
-
-            self.recorder = AudioRecorder(recording_path(self.journal.path))
+        # The journal owns the recording (its header names the file, so a crash can be repaired).
+        self.recorder = getattr(self.journal, "recorder", None)
         self.buffer = AudioBuffer(settings.queue_s)
         config = self.worker_config or WorkerConfig(
             pause_s=settings.pause_s,
@@ -328,9 +326,7 @@ class CaptionRuntime:
         self._closed = True
         if self._saver is not None:
             self._saver.shutdown(wait=True)  # the last settings change is on disk before we exit
-        if self.recorder is not None:
-            self.recorder.close()
-        if self.journal is not None:
+        if self.journal is not None:  # closes the recording too
             self.journal.close(reason="normal" if reason in ("quit", "end-of-input") else reason)
 
     @property
