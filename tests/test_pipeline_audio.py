@@ -241,7 +241,11 @@ def assert_engine_got_the_speech(run: ListenRun, wav: Path, model_dir: Path, sou
     # 4. JSONL on stdout: events only, each in the session's audio, tagged with the input.
     duration_s = fed.size / RATE
     events = [json.loads(line) for line in run.stdout.splitlines()]
-    assert {event["type"] for event in events} <= {"partial", "final", "mark"}
+    assert {event["type"] for event in events} <= {"partial", "final", "mark", "stats"}
+    # The process's own account of the audio it captioned: the last "stats" event.
+    stats = [event for event in events if event["type"] == "stats"]
+    assert stats, "no stats event in the JSONL output"
+    assert abs(stats[-1]["audio_s"] - duration_s) <= 0.5 and stats[-1]["dropped_s"] == 0.0
     finals = [event for event in events if event["type"] == "final"]
     assert [event["index"] for event in finals] == [segment.index for segment in journal.segments]
     for event in finals:
