@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.pulse import portaudio_pulse, pulse_server_fixture, speech_wav  # noqa: F401 (shared fixtures)
 from tests.tiny_model import build_hf_model, make_tiny_model_dir
 
 # Tiny models run far faster on one thread: two threads on two cores shared with the test runner

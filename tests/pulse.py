@@ -175,3 +175,31 @@ def pulse_server_fixture() -> Iterator[PulseServer]:
 
             sounddevice._terminate()
             sounddevice._initialize()
+
+
+@pytest.fixture
+def portaudio_pulse(pulse_server: PulseServer) -> PulseServer:
+    """The server, once PortAudio can reach it (its ALSA ``pulse`` device comes from the plugin)."""
+    from tui.errors import AudioSourceError
+    from tui.sources import list_input_devices
+
+    try:
+        names = {device.name for device in list_input_devices()}
+    except AudioSourceError as error:
+        pytest.skip(f"PortAudio is unavailable: {error}")
+    if "pulse" not in names:
+        pytest.skip("PortAudio lists no 'pulse' device: install libasound2-plugins (ALSA's pulse plugin)")
+    return pulse_server
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short espeak-ng recording (skips without espeak-ng)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    subprocess.run(
+        ["espeak-ng", "-w", str(path), "Live captions in your terminal. The quick brown fox jumps."],
+        check=True,
+    )
+    return path

@@ -39,11 +39,10 @@ import pytest
 import torch
 
 import asr
-from tests.pulse import SINK, PulseServer, pulse_server_fixture  # noqa: F401  (fixture)
+from tests.pulse import SINK, PulseServer
 from tui.audio import rms_dbfs
-from tui.errors import AudioSourceError
 from tui.journal import read_journal
-from tui.sources import list_input_devices, read_file_16k
+from tui.sources import read_file_16k
 
 pytestmark = [
     pytest.mark.audio,
@@ -74,28 +73,6 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-@pytest.fixture
-def portaudio_pulse(pulse_server: PulseServer) -> PulseServer:
-    """The server, once PortAudio can reach it (its ALSA ``pulse`` device comes from the plugin)."""
-    try:
-        names = {device.name for device in list_input_devices()}
-    except AudioSourceError as error:
-        pytest.skip(f"PortAudio is unavailable: {error}")
-    if "pulse" not in names:
-        pytest.skip("PortAudio lists no 'pulse' device: install libasound2-plugins (ALSA's pulse plugin)")
-    return pulse_server
-
-
-@pytest.fixture(scope="module")
-def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
-    path = tmp_path_factory.mktemp("speech") / "speech.wav"
-    subprocess.run(
-        ["espeak-ng", "-w", str(path), "Live captions in your terminal. The quick brown fox jumps."],
-        check=True,
-    )
-    return path
 
 
 @dataclass
