@@ -120,6 +120,8 @@ class VoxcapApp(App[int]):
     # -- runtime callbacks (called on this thread by tui.runtime) --------------------------------
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets are gone; on_unmount closes the journal it opened
         info = message.info
         self.query_one(StatusHeader).model_text = info
         self.asr = self.runtime.begin(self, self.settings, message.model, message.session)
@@ -127,6 +129,8 @@ class VoxcapApp(App[int]):
         self.run_asr(self.asr)
 
     def on_model_missing(self, message: ModelMissing) -> None:
+        if not self.is_running:
+            return  # shutting down: no dialog to show
         self.state = "error"
 
         def answer(download: bool | None) -> None:
@@ -139,6 +143,8 @@ class VoxcapApp(App[int]):
         self.push_screen(ConfirmScreen(message.question), answer)
 
     def on_interrupted_sessions(self, message: InterruptedSessions) -> None:
+        if not self.is_running:
+            return  # shutting down: no dialog to show (the journals stay unrecovered, as before)
         newest = message.summaries[0]
         others = f" (and {len(message.summaries) - 1} more)" if len(message.summaries) > 1 else ""
         question = (
@@ -277,7 +283,8 @@ class VoxcapApp(App[int]):
         self.state = state
 
     def watch_state(self, state: str) -> None:
-        self.query_one(StatusHeader).state = state
+        for header in self.query(StatusHeader):  # none while shutting down (a late worker error)
+            header.state = state
         self.refresh_bindings()
 
     def watch_paused(self, paused: bool) -> None:
@@ -435,10 +442,12 @@ class VoxcapApp(App[int]):
     def on_unmount(self) -> None:
         """However the app ends (q, an exception, a test), the engine thread must stop and the
         journal close; the thread gets a moment to flush what it holds."""
-        if self.asr is not None and not self.runtime.closed:
+        if self.runtime.closed:
+            return
+        if self.asr is not None:
             self.asr.send(Stop("exit", drain_s=0.0))
             self.runtime.wait_for_worker_exit(self.asr, timeout_s=5.0)
-            self.runtime.close("exit")
+        self.runtime.close("exit")  # also a journal opened by a load that finished during shutdown
 
     # -- command palette ------------------------------------------------------------------------
 
