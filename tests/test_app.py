@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 import srt
 import yaml
+from textual.command import CommandList, CommandPalette
 from textual.events import MouseScrollUp
 from textual.pilot import Pilot
+from textual.widgets import Input, OptionList
 
 from tests.fake_engine import FakeModel, FakeSource, speech_like
 from tui.app import VoxcapApp
@@ -91,6 +94,37 @@ async def wait_for(pilot: Pilot, condition: Callable[[], bool], what: str, limit
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def input_done(pilot: Pilot, app: VoxcapApp) -> None:
+    """The input ended, the worker flushed the stream, and the app handled every message it posted.
+
+    ``app.state == "ended"`` only says the producer reached the end of the input: the worker may
+    still be transcribing what is queued and flushing the stream (the last line)."""
+    await wait_for(pilot, lambda: app.ended and app.asr is not None and app.asr.ended, "end of input")
+    # The worker posts from its thread (call_soon_threadsafe) before it sets ``ended``; a callback
+    # scheduled now runs after those deliveries, and the app handles its queue in order.
+    handled = asyncio.Event()
+    asyncio.get_running_loop().call_soon(app.call_later, handled.set)
+    await wait_for(pilot, handled.is_set, "the worker's messages handled")
+
+
+async def pick(pilot: Pilot, app: VoxcapApp, key: str, downs: int, choice: str) -> None:
+    """Open a picker with ``key``, move ``downs`` rows to ``choice`` and take it; every step waits
+    until the app handled it (a loaded machine can return from ``press`` before the key is done)."""
+    await pilot.press(key)
+    is_open = lambda: isinstance(app.screen, PickerScreen) and isinstance(app.focused, OptionList)  # noqa: E731
+    await wait_for(pilot, is_open, f"the picker of {key!r}")
+    picker, options = app.screen, app.screen.query_one(OptionList)
+    for _ in range(downs):
+        await pilot.press("down")
+
+    def highlighted() -> str | None:
+        return None if options.highlighted is None else options.get_option_at_index(options.highlighted).id
+
+    await wait_for(pilot, lambda: highlighted() == choice, f"{choice!r} highlighted")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.screen is not picker, "the picker closed")
+
+
 def saved_config(tmp_path: Path) -> dict[str, Any]:
     return yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
 
@@ -99,7 +133,7 @@ async def test_file_is_captioned_journaled_and_quit_flushes(isolated_dirs: Path)
     harness = Harness(conversation())
     app = harness.app
     async with app.run_test(size=(110, 32)) as pilot:
-        await wait_for(pilot, lambda: app.ended and app.asr is not None and app.asr.ended, "end of input")
+        await input_done(pilot, app)
         await wait_for(pilot, lambda: app.state == "ended", "ended state")
         texts = [e.text for e in harness.captions.entries if e.kind == "segment"]
         assert texts[:2] == ["Hello world.", "This is a test of voxcap live captions."]
@@ -121,11 +155,11 @@ async def test_pause_and_resume(isolated_dirs: Path) -> None:
         source = harness.sources[-1][2]
         assert app.check_action("pause", ()) and not app.check_action("resume", ())
         await pilot.press("space")
-        assert app.paused and source.paused and app.state == "paused"
+        await wait_for(pilot, lambda: app.paused and source.paused and app.state == "paused", "paused")
         assert app.check_action("resume", ()) and not app.check_action("pause", ())
         await wait_for(pilot, lambda: app.asr.paused, "worker paused")
         await pilot.press("space")
-        assert not app.paused and not source.paused
+        await wait_for(pilot, lambda: not app.paused and not source.paused, "resumed")
         await wait_for(pilot, lambda: not app.asr.paused, "worker resumed")
         kinds = [e.text for e in harness.captions.entries if e.kind == "mark"]
         await wait_for(pilot, lambda: len([e for e in harness.captions.entries if e.kind == "mark"]) >= 2, "marks")
@@ -140,15 +174,23 @@ async def test_delay_keys_change_the_stream_and_persist(isolated_dirs: Path) -> 
     async with app.run_test(size=(110, 32)) as pilot:
         await wait_for(pilot, lambda: app.asr is not None, "pipeline")
         slider = app.query_one(DelaySlider)
-        await pilot.press("right_square_bracket", "right_square_bracket", "plus", "minus", "left_square_bracket")
-        assert slider.value == 560
+        for key, value in [
+            ("right_square_bracket", 560),
+            ("right_square_bracket", 640),
+            ("plus", 720),
+            ("minus", 640),
+            ("left_square_bracket", 560),
+        ]:
+            await pilot.press(key)
+            await wait_for(pilot, lambda value=value: slider.value == value, f"{key} -> {value} ms")
         await wait_for(pilot, lambda: "set_delay:560" in harness.session.calls, "set_delay")
         await wait_for(pilot, lambda: slider.in_force == 560, "rollover at a pause")
         marks = [e.text for e in harness.captions.entries if e.kind == "mark"]
         assert any("480 → " in m for m in marks)
         for _ in range(40):
             await pilot.press("left_square_bracket")
-        assert slider.value == 80  # clamped at the minimum
+        await wait_for(pilot, lambda: slider.value == 80, "the minimum")  # clamped there: never below
+        assert slider.value == 80
     assert saved_config(isolated_dirs)["delay_ms"] == 80
 
 
@@ -156,10 +198,8 @@ async def test_language_picker_sets_expected_language_and_flags(isolated_dirs: P
     harness = Harness(conversation(2), live=True, held=True)
     app = harness.app
     async with app.run_test(size=(110, 32)) as pilot:
-        await pilot.press("l")
-        assert isinstance(app.screen, PickerScreen)
-        await pilot.press(*["down"] * 5, "enter")  # auto, ar, de, en, es, fr
-        assert app.expected_language == "fr"
+        await pick(pilot, app, "l", 5, "fr")  # auto, ar, de, en, es, fr
+        await wait_for(pilot, lambda: app.expected_language == "fr", "the expected language")
         assert app.query_one(StatusHeader).expected_language == "fr"
         await wait_for(pilot, lambda: bool(harness.sources), "input")
         harness.sources[-1][2].held = False
@@ -179,9 +219,9 @@ async def test_theme_cycles_and_persists(isolated_dirs: Path) -> None:
     async with app.run_test(size=(110, 32)) as pilot:
         assert app.theme == "dark"
         await pilot.press("t")
-        assert app.theme == "high-contrast"
+        await wait_for(pilot, lambda: app.theme == "high-contrast", "the next theme")
         await pilot.press("t")
-        assert app.theme == "light"
+        await wait_for(pilot, lambda: app.theme == "light", "the theme after that")
     assert saved_config(isolated_dirs)["theme"] == "light"
 
 
@@ -196,14 +236,10 @@ async def test_source_and_device_switch(isolated_dirs: Path) -> None:
     app = harness.app
     async with app.run_test(size=(110, 32)) as pilot:
         await wait_for(pilot, lambda: len(harness.sources) == 1, "first input")
-        await pilot.press("i")
-        assert isinstance(app.screen, PickerScreen)
-        await pilot.press("down", "enter")  # mic -> system
+        await pick(pilot, app, "i", 1, "system")  # mic -> system
         await wait_for(pilot, lambda: len(harness.sources) == 2, "switched input")
         assert harness.sources[0][2].stopped and harness.sources[1][0] == "system"
-        await pilot.press("d")
-        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen), "device picker")
-        await pilot.press("down", "enter")
+        await pick(pilot, app, "d", 1, "2")
         await wait_for(pilot, lambda: len(harness.sources) == 3, "device switch")
         assert harness.sources[2][:2] == ("system", "2")
         await wait_for(pilot, lambda: any("input:" in e.text for e in harness.captions.entries), "source mark")
@@ -217,14 +253,21 @@ async def test_export_bookmark_copy_restart(isolated_dirs: Path) -> None:
         await wait_for(pilot, lambda: app.segments_shown >= 2, "two lines")
         await pilot.press("m")
         await wait_for(pilot, lambda: any(e.text == "bookmark" for e in harness.captions.entries), "bookmark mark")
+        # Live lines keep coming: note what was shown at the moment of the copy.
+        shown_when_copied: list[list[str]] = []
+        copy_to_clipboard = app.copy_to_clipboard
+
+        def copy(text: str) -> None:
+            shown_when_copied.append([e.text for e in harness.captions.entries if e.kind == "segment"])
+            copy_to_clipboard(text)
+
+        app.copy_to_clipboard = copy  # type: ignore[method-assign]
         await pilot.press("c")
-        finals = [e.text for e in harness.captions.entries if e.kind == "segment"]
-        assert app.clipboard in finals[-2:]  # the last line at the moment c was pressed
+        await wait_for(pilot, lambda: bool(shown_when_copied), "the copy")
+        assert app.clipboard == shown_when_copied[0][-1]  # the last line at the moment c was handled
         await pilot.press("r")
         await wait_for(pilot, lambda: "restart" in harness.session.calls, "restart")
-        await pilot.press("e")
-        assert isinstance(app.screen, PickerScreen)
-        await pilot.press("down", "enter")  # txt -> srt
+        await pick(pilot, app, "e", 1, "srt")  # txt -> srt
         export = harness.runtime.journal_path.with_suffix(".srt")
         await wait_for(pilot, export.exists, "export file")
         cues = list(srt.parse(export.read_text()))
@@ -239,25 +282,28 @@ async def test_search_scroll_back_and_jump_to_live(isolated_dirs: Path) -> None:
     harness = Harness(conversation(8))
     app = harness.app
     async with app.run_test(size=(90, 16)) as pilot:
-        await wait_for(pilot, lambda: app.state == "ended", "end of input")
+        await input_done(pilot, app)
+        await wait_for(pilot, lambda: app.state == "ended", "ended state")
         captions = harness.captions
         assert captions.follow and captions.max_scroll_y > 0
         await pilot.press("pageup")
-        assert not captions.follow and not app.following
-        assert app.query_one("#not-live").has_class("-visible")
+        left = lambda: not captions.follow and not app.following and app.query_one("#not-live").has_class("-visible")  # noqa: E731
+        await wait_for(pilot, left, "leaving the live end")
         assert app.check_action("jump_live", ())
         await pilot.press("end")
-        assert captions.follow and captions.scroll_y == captions.max_scroll_y
+        await wait_for(pilot, lambda: captions.follow and captions.scroll_y == captions.max_scroll_y, "the live end")
         await pilot.press("slash")
+        await wait_for(pilot, lambda: isinstance(app.focused, Input), "the search box")
         await pilot.press(*"world", "enter")
+        await wait_for(pilot, lambda: bool(captions.matches), "the search")
         assert len(captions.matches) >= 4 and captions.current_match == captions.matches[-1]
         assert not captions.follow
         await pilot.press("n")
-        assert captions.current_match == captions.matches[0]
+        await wait_for(pilot, lambda: captions.current_match == captions.matches[0], "the next match (wraps)")
         await pilot.press("N")
-        assert captions.current_match == captions.matches[-1]
+        await wait_for(pilot, lambda: captions.current_match == captions.matches[-1], "the previous match")
         await pilot.press("G")
-        assert captions.follow
+        await wait_for(pilot, lambda: captions.follow, "following again")
 
 
 async def test_help_focus_mode_and_palette(isolated_dirs: Path) -> None:
@@ -266,13 +312,13 @@ async def test_help_focus_mode_and_palette(isolated_dirs: Path) -> None:
     async with app.run_test(size=(110, 32)) as pilot:
         await wait_for(pilot, lambda: app.asr is not None, "pipeline")
         await pilot.press("question_mark")
-        assert isinstance(app.screen, HelpScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         await pilot.press("escape")
-        assert not isinstance(app.screen, HelpScreen)
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), "the help screen closed")
         await pilot.press("f")
-        assert app.screen.has_class("-focus")
+        await wait_for(pilot, lambda: app.screen.has_class("-focus"), "focus mode")
         await pilot.press("f")
-        assert not app.screen.has_class("-focus")
+        await wait_for(pilot, lambda: not app.screen.has_class("-focus"), "focus mode off")
         titles = [command.title for command in app.get_system_commands(app.screen)]
         for title in (
             "Pause / resume",
@@ -286,8 +332,20 @@ async def test_help_focus_mode_and_palette(isolated_dirs: Path) -> None:
         ):
             assert title in titles
         await pilot.press("ctrl+p")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, CommandPalette) and isinstance(app.focused, Input), "palette"
+        )
         await pilot.press(*"Bookmark")
-        await pilot.pause(0.3)
+
+        def found() -> bool:  # the search runs in the background: the list fills when it is done
+            commands = app.screen.query(CommandList)
+            return (
+                bool(commands)
+                and commands.first().option_count == 1
+                and "Bookmark" in str(commands.first().get_option_at_index(0).prompt)
+            )
+
+        await wait_for(pilot, found, "the Bookmark command found")
         await pilot.press("enter")
         await wait_for(pilot, lambda: any(e.text == "bookmark" for e in harness.captions.entries), "palette bookmark")
 
@@ -296,7 +354,8 @@ async def test_language_of_each_line_is_shown_in_its_gutter(isolated_dirs: Path)
     harness = Harness(conversation(1), journal=False)
     app = harness.app
     async with app.run_test(size=(110, 32)) as pilot:
-        await wait_for(pilot, lambda: app.state == "ended", "end of input")
+        await input_done(pilot, app)
+        await wait_for(pilot, lambda: app.state == "ended", "ended state")
         entries = [e for e in harness.captions.entries if e.kind == "segment"]
         assert entries[1].language == "en" and entries[1].source == "mic" or entries[1].source == "file"
         line = harness.captions.render_line(1).text
@@ -332,6 +391,7 @@ async def test_user_theme_from_the_config_dir(isolated_dirs: Path) -> None:
     async with app.run_test(size=(110, 32)) as pilot:
         assert app.theme == "solar"
         await pilot.press("t")
+        await wait_for(pilot, lambda: app.theme != "solar", "the next theme")
         assert app.theme == "dark"  # solar sorts last: cycling wraps around
 
 
@@ -376,7 +436,7 @@ async def test_recording_and_live_file(isolated_dirs: Path) -> None:
     harness = Harness(audio, record_audio=True, live_file=str(live), live_file_lines=2)
     app = harness.app
     async with app.run_test(size=(110, 32)) as pilot:
-        await wait_for(pilot, lambda: app.ended and app.asr is not None and app.asr.ended, "end of input")
+        await input_done(pilot, app)
         await wait_for(pilot, lambda: app.state == "ended", "ended state")
         finals = [e.text for e in harness.captions.entries if e.kind == "segment"]
         assert finals
@@ -395,7 +455,8 @@ async def test_mouse_wheel_scrolls_back_and_leaves_live(isolated_dirs: Path) -> 
     harness = Harness(conversation(8))
     app = harness.app
     async with app.run_test(size=(90, 16)) as pilot:
-        await wait_for(pilot, lambda: app.state == "ended", "end of input")
+        await input_done(pilot, app)
+        await wait_for(pilot, lambda: app.state == "ended", "ended state")
         captions = harness.captions
         # Laid out and following the live end (a loaded machine may need a few frames for it).
         at_bottom = lambda: captions.max_scroll_y > 0 and captions.scroll_y == captions.max_scroll_y  # noqa: E731
