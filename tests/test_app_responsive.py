@@ -45,6 +45,8 @@ async def test_keys_are_handled_while_the_engine_is_busy_and_drops_are_counted()
         for i in range(20):
             before = slider.value
             await pilot.press("right_square_bracket" if i % 2 == 0 else "left_square_bracket")
+            # press() may return before the key is handled on a loaded machine: wait for its effect.
+            await wait_for(pilot, lambda before=before: slider.value != before, f"key {i} handled")
             handled += slider.value != before
         steps_during = model.sessions[-1].stats.steps - steps_before
         await wait_for(pilot, lambda: app.stats.dropped_s > 0, "dropped audio counted")

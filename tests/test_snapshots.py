@@ -20,6 +20,7 @@ from tui.messages import EngineStats, StreamMarked, TokensDecoded
 from tui.runtime import CaptionRuntime, describe_model
 from tui.segments import Segment
 from tui.settings import Settings
+from tui.widgets.dialogs import HelpScreen
 
 WIDE = (120, 32)
 NARROW = (64, 36)
@@ -96,5 +97,10 @@ def test_help_screen(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     async def open_help(pilot: Pilot) -> None:
         await fill(pilot)
         await pilot.press("question_mark")
+        for _ in range(500):  # press() may return before the key is handled on a loaded machine
+            if isinstance(pilot.app.screen, HelpScreen):
+                break
+            await pilot.pause(0.02)
+        assert isinstance(pilot.app.screen, HelpScreen)
 
     assert snap_compare(make_app("dark"), terminal_size=WIDE, run_before=open_help)
