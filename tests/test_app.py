@@ -377,7 +377,9 @@ async def test_interrupted_session_is_offered_for_export(isolated_dirs: Path) ->
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the recovery offer")
         await pilot.press("y")
         export = crashed.path.with_suffix(".md")
-        await wait_for(pilot, export.exists, "the recovered export")
+        # The export is written first, then the journal is marked recovered, then the app says so.
+        recovered = lambda: any("Recovered" in str(n.message) for n in app._notifications)  # noqa: E731
+        await wait_for(pilot, recovered, "the recovery notice")
         assert "Saved before the crash." in export.read_text()
     assert read_journal(crashed.path).recovered
 
