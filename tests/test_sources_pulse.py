@@ -177,6 +177,7 @@ async def test_monitor_source_captures_what_the_sink_plays(pulse_server, speech_
 async def test_mixed_input_tags_each_stretch_with_its_source(portaudio_pulse, speech_wav, tone_wav):
     pulse_server = portaudio_pulse
     pulse_server.set_default_source(f"{MIC_SINK}.monitor")  # the "microphone" hears only MIC_SINK
+    refresh_portaudio()  # PortAudio's ALSA "default" binds the server's default source when it initializes
     try:
         source = MixedSource([MicrophoneSource(None), SystemAudioSource(f"{SINK}.monitor")])
         chunks = await capture_while_playing(source, pulse_server, [(tone_wav, MIC_SINK), (speech_wav, SINK)])
