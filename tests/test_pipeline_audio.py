@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ import pytest
 import torch
 
 import asr
-from tests.pulse import SINK, PulseServer
+from tests.pulse import SINK, PulseServer, PulseUnavailable
 from tui.audio import rms_dbfs
 from tui.journal import read_journal
 from tui.sources import read_file_16k
@@ -249,8 +249,36 @@ def assert_engine_got_the_speech(run: ListenRun, wav: Path, model_dir: Path, sou
     assert not [token for token in silent if not token.is_control and token.text]
 
 
+@pytest.fixture(scope="module")
+def own_pulse() -> Iterator[PulseServer]:
+    """A server of this module's own. The voxcap processes here are separate PortAudio clients;
+    sharing the session's server with the in-process source tests made those depend on order."""
+    server = PulseServer()
+    try:
+        server.start()
+    except (PulseUnavailable, OSError) as error:
+        server.stop()
+        pytest.skip(f"no PulseAudio server for audio tests: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def portaudio_sees_pulse(own_pulse: PulseServer) -> PulseServer:
+    """The server, once a fresh PortAudio process lists the ALSA ``pulse`` device (checked in a
+    subprocess, like voxcap itself, so this process's PortAudio state is left alone)."""
+    probe = "import sounddevice as sd; print('\\n'.join(d['name'] for d in sd.query_devices()))"
+    listed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=own_pulse.env)
+    if listed.returncode != 0:
+        pytest.skip(f"PortAudio is unavailable: {listed.stderr.strip()[-200:]}")
+    if "pulse" not in listed.stdout.splitlines():
+        pytest.skip("PortAudio lists no 'pulse' device: install libasound2-plugins (ALSA's pulse plugin)")
+    return own_pulse
+
+
 @pytest.mark.parametrize("device", [None, "pulse"])  # PortAudio's default device, and ALSA's pulse
-def test_microphone_feeds_the_running_pipeline(portaudio_pulse, speech_wav, tiny_model_dir, tmp_path, device):
+def test_microphone_feeds_the_running_pipeline(portaudio_sees_pulse, speech_wav, tiny_model_dir, tmp_path, device):
+    portaudio_pulse = portaudio_sees_pulse
     # The default source is the null sink's monitor, so the microphone hears what the sink plays.
     portaudio_pulse.set_default_source(f"{SINK}.monitor")
     device_args = [] if device is None else ["--device", device]
@@ -258,7 +286,8 @@ def test_microphone_feeds_the_running_pipeline(portaudio_pulse, speech_wav, tiny
     assert_engine_got_the_speech(run, speech_wav, tiny_model_dir, "mic", device)
 
 
-def test_monitor_source_feeds_the_running_pipeline(pulse_server, speech_wav, tiny_model_dir, tmp_path):
+def test_monitor_source_feeds_the_running_pipeline(own_pulse, speech_wav, tiny_model_dir, tmp_path):
+    pulse_server = own_pulse
     run = run_listen(
         pulse_server, speech_wav, tiny_model_dir, tmp_path, ["--source", "system", "--device", f"{SINK}.monitor"]
     )
