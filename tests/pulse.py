@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SINK = "voxcap_test_sink"  # the default sink: "system audio"
@@ -59,9 +60,7 @@ class PulseServer:
 
     def start(self) -> None:
         if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
-            raise PulseUnavailable(
-                "pulseaudio or pactl is not installed (apt install pulseaudio pulseaudio-utils)"
-            )
+            raise PulseUnavailable("pulseaudio or pactl is not installed (apt install pulseaudio pulseaudio-utils)")
         (self.runtime_dir / "client.conf").write_text("autospawn = no\n")
         command = [
             "pulseaudio",
@@ -83,9 +82,7 @@ class PulseServer:
             "HOME": str(self.runtime_dir),  # its cookie and state
         }
         env.pop("PULSE_SERVER", None)  # the server itself must not try to connect anywhere
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -121,9 +118,7 @@ class PulseServer:
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10, check=False
-        )
+        done = subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10, check=False)
         if check and done.returncode != 0:
             raise RuntimeError(f"pactl {' '.join(args)} failed: {done.stderr.strip()}")
         return done
@@ -133,9 +128,7 @@ class PulseServer:
 
     def load_null_sink(self, name: str, rate: int = 48_000, channels: int = 2) -> int:
         """Add a null sink; returns the module index (for :meth:`unload_module`)."""
-        out = self.pactl(
-            "load-module", "module-null-sink", f"sink_name={name}", f"rate={rate}", f"channels={channels}"
-        )
+        out = self.pactl("load-module", "module-null-sink", f"sink_name={name}", f"rate={rate}", f"channels={channels}")
         return int(out.stdout.strip())
 
     def unload_module(self, module: int) -> None:
@@ -203,3 +196,22 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
     )
     return path
+
+
+def best_alignment(captured: np.ndarray, reference: np.ndarray) -> tuple[int, float]:
+    """Where ``reference`` sits in ``captured`` (may be negative: the capture began late) and
+    the normalized correlation over the part they share."""
+    size = 1 << int(np.ceil(np.log2(len(captured) + len(reference))))
+    xcorr = np.fft.irfft(np.fft.rfft(captured, size) * np.conj(np.fft.rfft(reference, size)), size)
+    lag = int(np.argmax(xcorr))
+    if lag >= size - len(reference):
+        lag -= size  # a negative shift wraps around the circular correlation
+    segment, ref = overlap(captured, reference, lag)
+    return lag, float(np.dot(segment, ref) / (np.linalg.norm(segment) * np.linalg.norm(ref) + 1e-12))
+
+
+def overlap(captured: np.ndarray, reference: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    start = max(lag, 0)
+    ref = reference[start - lag :]
+    segment = captured[start : start + len(ref)]
+    return segment, ref[: len(segment)]

@@ -39,7 +39,7 @@ import pytest
 import torch
 
 import asr
-from tests.pulse import SINK, PulseServer, PulseUnavailable
+from tests.pulse import SINK, PulseServer, PulseUnavailable, best_alignment, overlap
 from tui.audio import rms_dbfs
 from tui.journal import read_journal
 from tui.sources import read_file_16k
@@ -158,23 +158,6 @@ def run_listen(server: PulseServer, wav: Path, model_dir: Path, tmp_path: Path, 
     return ListenRun(process.returncode, stdout, stderr, read_tap(tap_path), data_dir)
 
 
-def best_alignment(captured: np.ndarray, reference: np.ndarray) -> tuple[int, float]:
-    """Where ``reference`` sits in ``captured`` (negative: the capture began late) and the
-    normalized correlation over the part they share."""
-    size = 1 << int(np.ceil(np.log2(len(captured) + len(reference))))
-    xcorr = np.fft.irfft(np.fft.rfft(captured, size) * np.conj(np.fft.rfft(reference, size)), size)
-    lag = int(np.argmax(xcorr))
-    if lag >= size - len(reference):
-        lag -= size
-    segment, ref = overlap(captured, reference, lag)
-    return lag, float(np.dot(segment, ref) / (np.linalg.norm(segment) * np.linalg.norm(ref) + 1e-12))
-
-
-def overlap(captured: np.ndarray, reference: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
-    start = max(lag, 0)
-    ref = reference[start - lag :]
-    segment = captured[start : start + len(ref)]
-    return segment, ref[: len(segment)]
 
 
 def assert_engine_got_the_speech(run: ListenRun, wav: Path, model_dir: Path, source: str, device: str | None) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.pulse import MIC_SINK, SINK, PulseServer
+from tests.pulse import MIC_SINK, SINK, PulseServer, best_alignment, overlap
 from tui.audio import dominant_source, rms_dbfs
 from tui.errors import AudioSourceError
 from tui.sources import (
@@ -79,23 +79,6 @@ async def capture_while_playing(
     return chunks
 
 
-def best_alignment(captured: np.ndarray, reference: np.ndarray) -> tuple[int, float]:
-    """Where ``reference`` sits in ``captured`` (may be negative: the capture began late) and
-    the normalized correlation over the part they share."""
-    size = 1 << int(np.ceil(np.log2(len(captured) + len(reference))))
-    xcorr = np.fft.irfft(np.fft.rfft(captured, size) * np.conj(np.fft.rfft(reference, size)), size)
-    lag = int(np.argmax(xcorr))
-    if lag >= size - len(reference):
-        lag -= size  # a negative shift wraps around the circular correlation
-    segment, ref = overlap(captured, reference, lag)
-    return lag, float(np.dot(segment, ref) / (np.linalg.norm(segment) * np.linalg.norm(ref) + 1e-12))
-
-
-def overlap(captured: np.ndarray, reference: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
-    start = max(lag, 0)
-    ref = reference[start - lag :]
-    segment = captured[start : start + len(ref)]
-    return segment, ref[: len(segment)]
 
 
 def assert_captured(chunks: list[AudioChunk], reference: np.ndarray) -> None:
