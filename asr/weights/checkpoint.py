@@ -1,9 +1,4 @@
-"""The result of reading any checkpoint format: config, canonical tensors, tokenizer source.
-
-NOTE: reconstructed by the checkpoint-format helper after it overwrote the lead's uncommitted
-version of this file by mistake; the interface follows its uses in hf.py, __init__.py and
-loader.py. The lead should check it against the original.
-"""
+"""The result of reading any checkpoint format: config, canonical tensors, tokenizer source."""
 
 from __future__ import annotations
 
