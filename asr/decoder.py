@@ -14,10 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr import kernels
 from asr.cache import RingKVCache
 from asr.config import DecoderConfig
 from asr.layers import CachedAttention, RMSNorm, Rotary, SwiGLU
 from asr.quant import QLinear, QuantizedTensor
+
+# The longest decoder chunk: the prompt, BOS + 32 left-pad tokens + at most 30 delay tokens.
+MAX_PROMPT_TOKENS = 64
 
 
 class TiedEmbedding(nn.Embedding):
@@ -36,8 +40,7 @@ class QuantizedTiedEmbedding(nn.Module):
         self.linear = QLinear(qweight, None, compute_dtype)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, dim]
-        rows = self.linear.qweight.dequantize_rows(tokens.reshape(-1), self.linear.compute_dtype)
-        return rows.view(*tokens.shape, -1)
+        return self.linear.rows(tokens)  # every linear form (asr/quant/fast.py) can look up rows
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.linear(h)
@@ -83,7 +86,8 @@ class TextDecoder(nn.Module):
 
     def new_cache(self, batch: int, dtype: torch.dtype, device: torch.device) -> RingKVCache:
         c = self.cfg
-        return RingKVCache(c.n_layers, batch, c.n_kv_heads, c.sliding_window, c.head_dim, dtype, device)
+        return RingKVCache(c.n_layers, batch, c.n_kv_heads, c.sliding_window, c.head_dim, dtype, device,
+                           slack=MAX_PROMPT_TOKENS)  # fmt: skip
 
     def ada_scales(self, delay_tokens: int) -> torch.Tensor:
         """Per-layer FFN input scales ``1 + ada_l(t_cond)`` for a delay: [n_layers, dim]. Compute once."""
@@ -105,12 +109,11 @@ class TextDecoder(nn.Module):
         """x [B, T, dim] (token + audio embeddings) at absolute ``positions`` [T] -> logits [B, vocab]
         of the last position."""
         cos, sin = self.rotary.cos_sin(positions, x.dtype)
-        key_pos = cache.begin(positions)
-        mask = cache.mask(positions, key_pos)
+        cache.begin(positions)
+        mask = None if kernels.active(x) else cache.mask(positions)  # one mask for every layer
         h = x
         for i, layer in enumerate(self.layers):
-            h = h + layer.attention(layer.attention_norm(h), cos, sin, mask, cache, i)
-            h = h + layer.feed_forward(layer.ffn_norm(h) * ada_scales[i])
-        cache.commit()
+            h = h + layer.attention(layer.attention_norm(h), cos, sin, positions, mask, cache, i)
+            h = h + layer.feed_forward(layer.ffn_norm(h, ada_scales[i]))
         last = self.norm(h[:, -1])  # [B, dim]
         return self.tok_embeddings.head(last)  # tied head: [B, vocab]

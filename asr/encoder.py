@@ -11,9 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr import kernels
 from asr.cache import RingKVCache
 from asr.config import EncoderConfig, ModelConfig
 from asr.layers import CachedAttention, RMSNorm, Rotary, SwiGLU
+
+# Encoder positions per call at most: 64 audio tokens (5.12 s) of 4 positions. Bounds the
+# activations of one call and is the KV ring's slack (asr/cache.py).
+MAX_CHUNK_TOKENS = 64
+MAX_CHUNK_POSITIONS = 4 * MAX_CHUNK_TOKENS
 
 
 class ConvLayer(nn.Module):
@@ -61,7 +67,8 @@ class AudioEncoder(nn.Module):
 
     def new_cache(self, batch: int, dtype: torch.dtype, device: torch.device) -> RingKVCache:
         c = self.cfg
-        return RingKVCache(c.n_layers, batch, c.n_heads, c.sliding_window, c.head_dim, dtype, device)
+        return RingKVCache(c.n_layers, batch, c.n_heads, c.sliding_window, c.head_dim, dtype, device,
+                           slack=MAX_CHUNK_POSITIONS)  # fmt: skip
 
     def stem(self, mel: torch.Tensor, state: ConvState) -> torch.Tensor:
         """mel [B, 128, 2m] (new frames only) -> [B, m, dim], carrying the conv state."""
@@ -78,12 +85,11 @@ class AudioEncoder(nn.Module):
         """mel [B, 128, 8n] -> encoder frames [B, 4n, dim] at absolute 50 Hz ``positions`` [4n]."""
         h = self.stem(mel.to(state.mel_tail.dtype), state)
         cos, sin = self.rotary.cos_sin(positions, h.dtype)
-        key_pos = cache.begin(positions)
-        mask = cache.mask(positions, key_pos)
+        cache.begin(positions)
+        mask = None if kernels.active(h) else cache.mask(positions)  # one mask for every layer
         for i, layer in enumerate(self.transformer.layers):
-            h = h + layer.attention(layer.attention_norm(h), cos, sin, mask, cache, i)
+            h = h + layer.attention(layer.attention_norm(h), cos, sin, positions, mask, cache, i)
             h = h + layer.feed_forward(layer.ffn_norm(h))
-        cache.commit()
         return self.transformer.norm(h)
 
 

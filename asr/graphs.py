@@ -31,19 +31,19 @@ def encode_tokens(
 
 
 class GraphedEncodeStep:
-    """The encoder and adapter for one 80 ms token (8 mel frames, 4 encoder positions) as a graph.
+    """The encoder and adapter for n 80 ms tokens (8n mel frames, 4n encoder positions) as a graph.
 
     Warm-up runs on scratch copies of the conv state and the ring (a chunk attends over slots it
     is about to overwrite, so a warm-up on the real ring would corrupt keys still in view);
     capture records kernels without running them, on the real buffers.
     """
 
-    def __init__(self, net: VoxtralRealtime, conv: ConvState, cache: RingKVCache) -> None:
+    def __init__(self, net: VoxtralRealtime, conv: ConvState, cache: RingKVCache, n_tokens: int = 1) -> None:
         dtype, device = conv.mel_tail.dtype, conv.mel_tail.device
         self.net = net
-        self.mel = torch.zeros(1, net.cfg.encoder.n_mels, 8, dtype=torch.float32, device=device)  # [1, 128, 8]
-        self.positions = torch.arange(4, device=device)  # [4]
-        self._offsets = torch.arange(4, device=device)
+        self.mel = torch.zeros(1, net.cfg.encoder.n_mels, 8 * n_tokens, dtype=torch.float32, device=device)
+        self.positions = torch.arange(4 * n_tokens, device=device)  # [4n]
+        self._offsets = torch.arange(4 * n_tokens, device=device)
         scratch_conv = net.whisper_encoder.new_conv_state(1, dtype, device)
         scratch_cache = net.whisper_encoder.new_cache(1, dtype, device)
         side = torch.cuda.Stream(device)
@@ -54,10 +54,10 @@ class GraphedEncodeStep:
         del scratch_conv, scratch_cache
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.embeds = encode_tokens(net, self.mel, conv, cache, self.positions)[0]  # [1, dim]
+            self.embeds = encode_tokens(net, self.mel, conv, cache, self.positions)[0]  # [n, dim]
 
     def __call__(self, mel: torch.Tensor, first_position: int) -> torch.Tensor:
-        """mel [128, 8] of the next token -> its audio embedding [1, dim] (a view: copy before reuse)."""
+        """mel [128, 8n] of the next n tokens -> their audio embeddings [n, dim] (a copy)."""
         self.mel.copy_(mel[None])
         torch.add(self._offsets, first_position, out=self.positions)
         self.graph.replay()

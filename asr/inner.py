@@ -30,10 +30,13 @@ from asr.audio import (
     right_pad_samples,
     total_tokens,
 )
+from asr.encoder import MAX_CHUNK_TOKENS
 from asr.graphs import GraphedDecodeStep, GraphedEncodeStep, encode_tokens
 from asr.tokens import BOS_ID, EOS_ID, STREAMING_PAD_ID
 
-MAX_TOKENS_PER_ENCODER_CALL = 64  # 5.12 s: bounds the encoder's activations and mask
+# Encoder calls of up to this many tokens replay a graph captured for their size (audio arrives in
+# blocks of a few tokens at most; longer runs, such as the first chunk, run eagerly).
+MAX_GRAPHED_ENCODER_TOKENS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,7 @@ class ModelStream:
         # CUDA: single steps replay a captured graph (asr/graphs.py), unless logits are watched.
         self.use_graphs = model.device.type == "cuda" and model.use_cuda_graphs
         self._graph: GraphedDecodeStep | None = None
-        self._encoder_graph: GraphedEncodeStep | None = None
+        self._encoder_graphs: dict[int, GraphedEncodeStep] = {}  # by tokens per call
 
     @property
     def max_positions(self) -> int:
@@ -108,8 +111,8 @@ class ModelStream:
             n_tokens = min(n_tokens, self.limit_tokens - self.n_encoded)
         self.mel_pending = mel[:, n_tokens * FRAMES_PER_TOKEN :]
         steps: list[Step] = []
-        for start in range(0, n_tokens, MAX_TOKENS_PER_ENCODER_CALL):
-            count = min(MAX_TOKENS_PER_ENCODER_CALL, n_tokens - start)
+        for start in range(0, n_tokens, MAX_CHUNK_TOKENS):
+            count = min(MAX_CHUNK_TOKENS, n_tokens - start)
             chunk = mel[:, (start * FRAMES_PER_TOKEN) : (start + count) * FRAMES_PER_TOKEN]
             self._encode(chunk)
             steps += self._decode()
@@ -122,10 +125,11 @@ class ModelStream:
         """mel [128, 8n] -> n audio embeddings appended to ``audio_embeds``."""
         t0 = time.perf_counter()
         n = mel.shape[1] // FRAMES_PER_TOKEN
-        if n == 1 and self.use_graphs:
-            if self._encoder_graph is None:
-                self._encoder_graph = GraphedEncodeStep(self.model.net, self.conv, self.enc_cache)
-            embeds = self._encoder_graph(mel, 4 * self.n_encoded)  # [1, dim]
+        if n <= MAX_GRAPHED_ENCODER_TOKENS and self.use_graphs:
+            graph = self._encoder_graphs.get(n)
+            if graph is None:
+                graph = self._encoder_graphs[n] = GraphedEncodeStep(self.model.net, self.conv, self.enc_cache, n)
+            embeds = graph(mel, 4 * self.n_encoded)  # [n, dim]
         else:
             positions = torch.arange(4 * self.n_encoded, 4 * (self.n_encoded + n), device=self.model.device)
             embeds = encode_tokens(self.model.net, mel[None], self.conv, self.enc_cache, positions)[0]  # [n, dim]

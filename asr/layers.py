@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr import kernels
 from asr.cache import RingKVCache
 
 
@@ -24,23 +25,42 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x [..., dim] -> normalised x times the gain (times ``scale`` [dim], the decoder's ada scale)."""
+        if kernels.active(x):
+            from asr.kernels.norm import rmsnorm
+
+            return rmsnorm(x, self.weight, self.eps, scale)
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * normed.to(x.dtype)
+        out = self.weight * normed.to(x.dtype)
+        return out if scale is None else out * scale
 
 
 class SwiGLU(nn.Module):
-    """``w2(silu(w1 x) * w3 x)``; the encoder's w2 has a bias, the decoder's has none."""
+    """``w2(silu(w1 x) * w3 x)``; the encoder's w2 has a bias, the decoder's has none.
+
+    After loading, ``asr/fuse.py`` may replace w1 and w3 by one ``w13`` whose output is
+    ``[w1 x | w3 x]``: one weight read and one launch instead of two.
+    """
 
     def __init__(self, dim: int, hidden_dim: int, w2_bias: bool) -> None:
         super().__init__()
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, dim, bias=w2_bias)
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w13: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.w13 is None:
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate_up = self.w13(x)  # [..., 2 * hidden]
+        if kernels.active(gate_up):
+            from asr.kernels.norm import silu_mul
+
+            return self.w2(silu_mul(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class Rotary:
@@ -76,7 +96,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class CachedAttention(nn.Module):
-    """Causal sliding-window attention over a ring-buffer KV cache (GQA when n_kv_heads < n_heads)."""
+    """Causal sliding-window attention over a ring-buffer KV cache (GQA when n_kv_heads < n_heads).
+
+    After loading, ``asr/fuse.py`` may replace wq, wk and wv by one ``wqkv`` (output
+    ``[q | k | v]``). With the fused projection on CUDA the step runs three kernels: the
+    projection, RoPE plus the ring write, and split-KV attention (asr/kernels/attention.py).
+    """
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, head_dim: int, biases: bool) -> None:
         super().__init__()
@@ -86,24 +111,39 @@ class CachedAttention(nn.Module):
         self.wk = nn.Linear(dim, n_kv_heads * head_dim, bias=False)
         self.wv = nn.Linear(dim, n_kv_heads * head_dim, bias=biases)
         self.wo = nn.Linear(n_heads * head_dim, dim, bias=biases)
+        self.wqkv: nn.Module | None = None
 
     def forward(
         self,
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None,
         cache: RingKVCache,
         layer: int,
     ) -> torch.Tensor:
-        """x: [B, T, dim]; cos/sin: [T, head_dim]; mask: [T, S] from ``cache.mask`` -> [B, T, dim]."""
+        """x: [B, T, dim]; cos/sin: [T, head_dim]; positions [T]; mask [T, S] from ``cache.mask``
+        (None on the kernel path) -> [B, T, dim]."""
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        if self.wqkv is not None and B == 1 and kernels.active(x):
+            from asr.kernels.attention import attention, rope_store
+
+            qkv = self.wqkv(x)  # [1, T, (H + 2 Hkv) D]
+            q = rope_store(qkv, cos, sin, positions, cache.k[layer], cache.v[layer], H, Hkv)  # [1, T, H, D]
+            out = attention(q, cache.k[layer], cache.v[layer], cache.slot_pos, positions, cache.window)
+            return self.wo(out.view(1, T, H * D))
+        if self.wqkv is not None:
+            q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
+        else:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q = q.view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
+        k = k.view(B, T, Hkv, D).transpose(1, 2)  # [B, Hkv, T, D]
+        v = v.view(B, T, Hkv, D).transpose(1, 2)  # [B, Hkv, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         keys, values = cache.update(layer, k, v)  # [B, Hkv, S, D]
-        out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads
-        )  # [B, H, T, D]
-        return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        if mask is None:
+            mask = cache.mask(positions)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=Hkv != H)  # [B, H, T, D]
+        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))

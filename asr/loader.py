@@ -58,19 +58,22 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     tokenizer: str | Path | None = None,
     dequantize: bool = False,
+    fast: bool = True,
 ) -> Model:
     """Load a Voxtral Realtime checkpoint (any supported format) for streaming transcription.
 
     ``device`` None picks CUDA when present; ``dtype`` None means bfloat16. ``tokenizer`` points
-    at a ``tekken.json`` when the checkpoint has none beside it. Quantized GGUF weights stay
-    packed unless ``dequantize`` expands them once, at load, to ``dtype`` (more memory, and
-    faster until the quantized kernels are in).
+    at a ``tekken.json`` when the checkpoint has none beside it. ``fast`` (the default) fuses the
+    projections and repacks quantized weights for the fast kernels, keeping their integer codes
+    (asr/fuse.py); ``fast=False`` keeps the reference path: separate projections, quantized
+    weights dequantized on every call. ``dequantize`` expands quantized weights once, at load,
+    to ``dtype``.
     """
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     checkpoint = read_checkpoint(path, tokenizer)
     if dequantize:
         checkpoint.tensors = {name: _dense(t, dtype, device) for name, t in checkpoint.tensors.items()}
-    return build_model(checkpoint, device, dtype, tokenizer)
+    return build_model(checkpoint, device, dtype, tokenizer, fast=fast)
 
 
 def _dense(tensor: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -85,17 +88,22 @@ def load_random_model(
     dtype: str | torch.dtype | None = None,
     config: ModelConfig | None = None,
     seed: int = 0,
+    fast: bool = True,
 ) -> Model:
     """Full-size (or ``config``-sized) random weights stored as ``quant``: for benchmarks."""
     from asr.weights.random import random_checkpoint
 
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     checkpoint = random_checkpoint(config or ModelConfig(), quant, device, seed)
-    return build_model(checkpoint, device, dtype)
+    return build_model(checkpoint, device, dtype, fast=fast)
 
 
 def build_model(
-    checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, tokenizer: str | Path | None = None
+    checkpoint: Checkpoint,
+    device: torch.device,
+    dtype: torch.dtype,
+    tokenizer: str | Path | None = None,
+    fast: bool = True,
 ) -> Model:
     tok = _load_tokenizer(tokenizer or checkpoint.tokenizer, checkpoint.config.decoder.vocab_size)
     with torch.device("meta"):
@@ -109,6 +117,12 @@ def build_model(
     if leftover:
         raise AsrError(f"internal error: parameters {leftover[:3]} were not loaded")
     net.eval().requires_grad_(False)
+    n_params = sum(p.numel() for p in net.parameters()) + _packed_params(net)
+    if fast:
+        from asr.fuse import accelerate
+
+        accelerate(net)
+        weight_bytes = sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
     path = checkpoint.path
     info = ModelInfo(
         name=path.name if path else "random",
@@ -116,7 +130,7 @@ def build_model(
         quant=checkpoint.quant,
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
-        n_params=sum(p.numel() for p in net.parameters()) + _packed_params(net),
+        n_params=n_params,
         weight_bytes=weight_bytes,
         path=path,
     )

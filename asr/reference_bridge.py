@@ -49,24 +49,42 @@ def canonical_to_hf(name: str) -> str:
 
 
 def canonical_tensors(model: Model) -> dict[str, torch.Tensor]:
-    """Every weight of the loaded network, dense, in the compute dtype, under canonical names."""
+    """Every weight of the loaded network, dense, in the compute dtype, under canonical names.
+
+    Fused projections (asr/fuse.py) are split back into their parts; quantized layers give the
+    values they multiply by.
+    """
     from asr.decoder import QuantizedTiedEmbedding
     from asr.model import VoxtralRealtime
-    from asr.quant import QLinear
 
     out: dict[str, torch.Tensor] = {}
+
+    def put(path: str, tensor: torch.Tensor) -> None:
+        out[VoxtralRealtime.canonical_name(path)] = tensor
+
+    skip: set[str] = set()
     for path, module in model.net.named_modules():
-        if path.endswith("tok_embeddings.linear"):
-            continue  # the packed matrix of a QuantizedTiedEmbedding, handled with its owner
-        if isinstance(module, (QLinear, QuantizedTiedEmbedding)):
-            linear = module if isinstance(module, QLinear) else module.linear
-            weight_path = path + ".weight"
-            out[VoxtralRealtime.canonical_name(weight_path)] = linear.dequantized_weight(model.dtype)
-            if isinstance(module, QLinear) and module.bias is not None:
-                out[VoxtralRealtime.canonical_name(path + ".bias")] = module.bias
+        if path in skip:
+            continue
+        if isinstance(module, QuantizedTiedEmbedding):
+            put(path + ".weight", module.linear.dense_weight(model.dtype))
+            skip.add(path + ".linear")
+            continue
+        if isinstance(module, nn.Linear) or hasattr(module, "dense_weight"):
+            weight = module.dense_weight(model.dtype) if hasattr(module, "dense_weight") else module.weight.data
+            bias = module.bias
+            parts = getattr(module, "parts", None) or [(path.rpartition(".")[2], weight.shape[0], bias is not None)]
+            parent = path.rpartition(".")[0]
+            sizes = [size for _, size, _ in parts]
+            biases = bias.split(sizes) if bias is not None else [None] * len(parts)
+            for (name, _, has_bias), w, b in zip(parts, weight.split(sizes), biases, strict=True):
+                prefix = f"{parent}.{name}" if parent else name
+                put(prefix + ".weight", w)
+                if has_bias:  # a fused layer pads the bias of a part that had none (wk) with zeros
+                    put(prefix + ".bias", b)
             continue
         for name, param in module.named_parameters(recurse=False):
-            out[VoxtralRealtime.canonical_name(f"{path}.{name}" if path else name)] = param.data
+            put(f"{path}.{name}" if path else name, param.data)
     return out
 
 

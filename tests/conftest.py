@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# Without a GPU, the Triton kernels are tested through Triton's interpreter (asr/kernels). It must
+# be chosen before anything imports Triton; it changes nothing unless a test enters kernels.on_cpu().
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tests.pulse import portaudio_pulse, pulse_server_fixture, speech_wav  # noqa: F401 (shared fixtures)
 from tests.tiny_model import build_hf_model, make_tiny_model_dir

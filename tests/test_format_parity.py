@@ -50,8 +50,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default
 
 @pytest.fixture(scope="module")
 def formats(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict[str, WrittenModel]]:
+    return write_format_models(tmp_path_factory.mktemp("format-parity"))
+
+
+def write_format_models(root: Path) -> tuple[object, dict[str, WrittenModel]]:
     """(transformers config, format name -> written model) for the one tiny model."""
-    root = tmp_path_factory.mktemp("format-parity")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(tests.tiny_model.PRESETS, PRESET, K_BLOCK_SHAPE)
         hf_dir = make_tiny_model_dir(root / "hf", PRESET)
@@ -110,15 +113,15 @@ def _file_tensor_bytes(path: Path) -> int:
 
 @pytest.mark.parametrize("fmt", QUANTIZED_FORMATS)
 def test_quantized_formats_stay_packed_in_memory(formats, fmt: str):
-    """float32 compute does not expand stored blocks: each quantized matrix is a packed QLinear of
-    its stored type, and the model's weight memory is the file's tensor bytes (within 10%)."""
+    """The reference path (float32, fast=False) does not expand stored blocks: each quantized matrix
+    is a packed QLinear of its stored type, and the weight memory is the file's tensor bytes (within 10%)."""
     from asr.decoder import QuantizedTiedEmbedding
     from asr.model import VoxtralRealtime
     from asr.quant import QLinear
 
     _, written = formats
     model_file = written[fmt]
-    model = asr.load_model(model_file.path, device="cpu", dtype=torch.float32)
+    model = asr.load_model(model_file.path, device="cpu", dtype=torch.float32, fast=False)
     quantized = {name: qtype for name, qtype in model_file.types.items() if qtype.name not in ("F32", "F16", "BF16")}
     assert quantized, f"{fmt} stores no quantized tensor"
     for name, qtype in quantized.items():

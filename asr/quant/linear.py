@@ -2,10 +2,7 @@
 
 The reference path dequantizes the weight exactly on every call and runs ``F.linear``; it is
 correct on CPU and CUDA for every supported type, and slow (performance.md §4: about 12x slower
-than BF16 at batch 1 on an H100). Fast kernels (issue 6) plug in by overriding
-:meth:`QLinear.matmul` in a subclass that repacks ``self.qdata`` once (tinygemm int4 for
-Q4_0/Q4_1/Q4_K, an int8 + group-scale GEMV for Q8_0 and the K-quants) and keeps this class's
-reference path as the fallback for shapes or devices the kernel does not cover.
+than BF16 at batch 1 on an H100). ``asr/quant/fast.py`` builds the fast forms from it at load.
 """
 
 from __future__ import annotations
@@ -52,6 +49,13 @@ class QLinear(nn.Module):
     def dequantized_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The exact dense weight ``[out, in]`` (``dtype`` defaults to the compute dtype)."""
         return self.qweight.dequantize(dtype or self.compute_dtype)
+
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.dequantized_weight(dtype)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Embedding lookup: index [...] -> exact rows [..., in] in the compute dtype."""
+        return self.qweight.dequantize_rows(index, self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., in] -> [..., out]
         return self.matmul(x.to(self.compute_dtype))

@@ -75,6 +75,15 @@ class QuantizedTensor:
             values = self.qtype.dequantize_blocks(blocks).reshape(r1 - r0, n_in)  # f32
             out[r0 - start : r1 - start].copy_(values)
 
+    def affine_rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Rows ``start:stop`` as integer codes int32 [r, in] with float32 scale and offset [r, in/group]."""
+        qtype, n_in, rows = self.qtype, self.shape[-1], stop - start
+        blocks = self.data[start:stop].reshape(rows * (n_in // qtype.block_size), qtype.type_size)
+        codes, scale, offset = qtype.split(blocks)
+        groups = n_in // qtype.group
+        return (codes.reshape(rows, n_in), scale.reshape(rows, groups),
+                None if offset is None else offset.reshape(rows, groups))  # fmt: skip
+
     def dequantize(self, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> torch.Tensor:
         """The full weight as a dense tensor of ``shape`` (exact in float32, then cast to ``dtype``)."""

@@ -32,19 +32,27 @@ import torch
 from asr.errors import UnsupportedFormat
 
 QK_K = 256  # values per K-quant super-block
+Affine = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # codes int32 [n, bs], scale/offset f32 [n, bs/g]
 
 
 @dataclass(frozen=True)
 class QuantType:
-    """One GGML tensor type: its id in GGUF files, block geometry and torch dequantizer."""
+    """One GGML tensor type: its id in GGUF files, block geometry and torch decoders."""
 
     name: str
     ggml_id: int
     block_size: int  # values per block
     type_size: int  # bytes per block
-    dequantize_blocks: Callable[[torch.Tensor], torch.Tensor]  # u8 [n, type_size] -> f32 [n, block_size]
-    is_float: bool = False  # F32/F16/BF16: loaders return plain torch tensors for these
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None  # float types: u8 [n, size] -> f32 [n, 1]
+    split: Callable[[torch.Tensor], Affine] | None = None  # quantized types: blocks -> codes, scale, offset
+    group: int = 0  # values sharing one scale (and offset)
+    code_range: tuple[int, int] = (0, 0)  # inclusive range of the integer codes
     torch_dtype: torch.dtype | None = None  # for float types: the element dtype
+
+    @property
+    def is_float(self) -> bool:
+        """F32/F16/BF16: loaders return plain torch tensors for these."""
+        return self.split is None
 
     def row_bytes(self, n_values: int, *, tensor: str = "?", file: str = "?") -> int:
         """Bytes of one row of ``n_values`` values; the row must be a whole number of blocks."""
@@ -54,6 +62,17 @@ class QuantType:
                 f"{self.name} block size {self.block_size}; the file is corrupt or was written wrongly"
             )
         return n_values // self.block_size * self.type_size
+
+    def dequantize_blocks(self, blocks: torch.Tensor) -> torch.Tensor:
+        """u8 [n, type_size] -> f32 [n, block_size], bit for bit as gguf-py."""
+        if self.split is None:
+            return self.decode(blocks)
+        codes, scale, offset = self.split(blocks)
+        n, groups = codes.shape[0], self.block_size // self.group
+        values = scale.view(n, groups, 1) * codes.view(n, groups, self.group).to(torch.float32)
+        if offset is not None:
+            values = values + offset.view(n, groups, 1)
+        return values.view(n, self.block_size)
 
 
 def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
@@ -87,38 +106,36 @@ def _dq_bf16(blocks: torch.Tensor) -> torch.Tensor:
     return blocks.contiguous().view(torch.bfloat16).to(torch.float32)
 
 
-def _dq_q4_0(blocks: torch.Tensor) -> torch.Tensor:
-    d = _f16(blocks, 0)
-    q = (_nibbles_32(blocks[:, 2:18]) - 8).to(torch.float32)
-    return d * q
+# Every quantized type is affine per group of ``group`` values: x = scale * code (+ offset), with
+# integer codes. The splitters below return those parts; dequantizing multiplies them back with
+# the same float32 operations as gguf-py (a - b equals a + (-b) exactly), and the fast kernels
+# (asr/quant/fast.py) take the integer codes as they are, so no value is requantized.
 
 
-def _dq_q4_1(blocks: torch.Tensor) -> torch.Tensor:
-    d, m = _f16(blocks, 0), _f16(blocks, 2)
-    q = _nibbles_32(blocks[:, 4:20]).to(torch.float32)
-    return d * q + m
+def _q4_0(blocks: torch.Tensor) -> Affine:
+    return _nibbles_32(blocks[:, 2:18]) - 8, _f16(blocks, 0), None
 
 
-def _dq_q5_0(blocks: torch.Tensor) -> torch.Tensor:
-    d = _f16(blocks, 0)
+def _q4_1(blocks: torch.Tensor) -> Affine:
+    return _nibbles_32(blocks[:, 4:20]), _f16(blocks, 0), _f16(blocks, 2)
+
+
+def _q5_0(blocks: torch.Tensor) -> Affine:
     q = _nibbles_32(blocks[:, 6:22]) | (_high_bits_32(blocks[:, 2:6]) << 4)
-    return d * (q - 16).to(torch.float32)
+    return q - 16, _f16(blocks, 0), None
 
 
-def _dq_q5_1(blocks: torch.Tensor) -> torch.Tensor:
-    d, m = _f16(blocks, 0), _f16(blocks, 2)
+def _q5_1(blocks: torch.Tensor) -> Affine:
     q = _nibbles_32(blocks[:, 8:24]) | (_high_bits_32(blocks[:, 4:8]) << 4)
-    return d * q.to(torch.float32) + m
+    return q, _f16(blocks, 0), _f16(blocks, 2)
 
 
-def _dq_q8_0(blocks: torch.Tensor) -> torch.Tensor:
-    d = _f16(blocks, 0)
-    q = blocks[:, 2:34].contiguous().view(torch.int8).to(torch.float32)
-    return q * d
+def _q8_0(blocks: torch.Tensor) -> Affine:
+    return blocks[:, 2:34].contiguous().view(torch.int8).to(torch.int32), _f16(blocks, 0), None
 
 
 def _k_scales_mins(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """u8 [n, 12] packed 6-bit values -> (scales, mins), each float32 [n, 8, 1].
+    """u8 [n, 12] packed 6-bit values -> (scales, mins), each float32 [n, 8].
 
     Sub-blocks 0..3: scale = byte j & 63, min = byte j+4 & 63. Sub-blocks 4..7 take their low 4
     bits from byte j+4 (scale: low nibble, min: high nibble) and their top 2 bits from the top
@@ -128,7 +145,7 @@ def _k_scales_mins(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lo_sc, lo_m, mixed = p[:, 0:4], p[:, 4:8], p[:, 8:12]
     sc = torch.cat([lo_sc & 0x3F, (mixed & 0x0F) | ((lo_sc >> 6) << 4)], dim=1)
     mn = torch.cat([lo_m & 0x3F, (mixed >> 4) | ((lo_m >> 6) << 4)], dim=1)
-    return sc.to(torch.float32).unsqueeze(-1), mn.to(torch.float32).unsqueeze(-1)
+    return sc.to(torch.float32), mn.to(torch.float32)
 
 
 def _k_nibbles(qs: torch.Tensor) -> torch.Tensor:
@@ -137,47 +154,49 @@ def _k_nibbles(qs: torch.Tensor) -> torch.Tensor:
     return torch.cat([q & 0x0F, q >> 4], dim=2).reshape(-1, 8, 32)
 
 
-def _dq_q4_k(blocks: torch.Tensor) -> torch.Tensor:
-    d, dmin = _f16(blocks, 0).unsqueeze(-1), _f16(blocks, 2).unsqueeze(-1)  # [n, 1, 1]
+def _k_affine(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_K/Q5_K sub-block scale d*sc and offset -(dmin*m): float32 [n, 8] each."""
+    d, dmin = _f16(blocks, 0), _f16(blocks, 2)  # [n, 1]
     sc, mn = _k_scales_mins(blocks[:, 4:16])
-    q = _k_nibbles(blocks[:, 16:144]).to(torch.float32)
-    return ((d * sc) * q - dmin * mn).reshape(-1, QK_K)
+    return d * sc, -(dmin * mn)
 
 
-def _dq_q5_k(blocks: torch.Tensor) -> torch.Tensor:
-    d, dmin = _f16(blocks, 0).unsqueeze(-1), _f16(blocks, 2).unsqueeze(-1)
-    sc, mn = _k_scales_mins(blocks[:, 4:16])
+def _q4_k(blocks: torch.Tensor) -> Affine:
+    scale, offset = _k_affine(blocks)
+    return _k_nibbles(blocks[:, 16:144]).reshape(-1, QK_K), scale, offset
+
+
+def _q5_k(blocks: torch.Tensor) -> Affine:
+    scale, offset = _k_affine(blocks)
     qh = blocks[:, 16:48].to(torch.int32).unsqueeze(1)  # [n, 1, 32]
     shifts = torch.arange(8, device=blocks.device, dtype=torch.int32).view(1, 8, 1)
     high = (qh >> shifts) & 1  # [n, 8 sub-blocks, 32]
-    q = (_k_nibbles(blocks[:, 48:176]) | (high << 4)).to(torch.float32)
-    return ((d * sc) * q - dmin * mn).reshape(-1, QK_K)
+    return (_k_nibbles(blocks[:, 48:176]) | (high << 4)).reshape(-1, QK_K), scale, offset
 
 
-def _dq_q6_k(blocks: torch.Tensor) -> torch.Tensor:
+def _q6_k(blocks: torch.Tensor) -> Affine:
     ql = blocks[:, 0:128].to(torch.int32).reshape(-1, 2, 1, 64)
     low = torch.cat([ql & 0x0F, ql >> 4], dim=2).reshape(-1, 2, 128)  # [n, half, 128]
     qh = blocks[:, 128:192].to(torch.int32).reshape(-1, 2, 1, 32)
     shifts = torch.arange(0, 8, 2, device=blocks.device, dtype=torch.int32).view(1, 1, 4, 1)
     high = ((qh >> shifts) & 3).reshape(-1, 2, 128)
-    q = ((low | (high << 4)) - 32).to(torch.float32).reshape(-1, 16, 16)
-    scales = blocks[:, 192:208].contiguous().view(torch.int8).to(torch.float32).unsqueeze(-1)  # [n,16,1]
-    d = _f16(blocks, 208).unsqueeze(-1)  # [n, 1, 1]
-    return ((d * scales) * q).reshape(-1, QK_K)
+    codes = ((low | (high << 4)) - 32).reshape(-1, QK_K)
+    scales = blocks[:, 192:208].contiguous().view(torch.int8).to(torch.float32)  # [n, 16]
+    return codes, _f16(blocks, 208) * scales, None
 
 
 _ALL = [
-    QuantType("F32", 0, 1, 4, _dq_f32, True, torch.float32),
-    QuantType("F16", 1, 1, 2, _dq_f16, True, torch.float16),
-    QuantType("BF16", 30, 1, 2, _dq_bf16, True, torch.bfloat16),
-    QuantType("Q4_0", 2, 32, 18, _dq_q4_0),
-    QuantType("Q4_1", 3, 32, 20, _dq_q4_1),
-    QuantType("Q5_0", 6, 32, 22, _dq_q5_0),
-    QuantType("Q5_1", 7, 32, 24, _dq_q5_1),
-    QuantType("Q8_0", 8, 32, 34, _dq_q8_0),
-    QuantType("Q4_K", 12, QK_K, 144, _dq_q4_k),
-    QuantType("Q5_K", 13, QK_K, 176, _dq_q5_k),
-    QuantType("Q6_K", 14, QK_K, 210, _dq_q6_k),
+    QuantType("F32", 0, 1, 4, decode=_dq_f32, torch_dtype=torch.float32),
+    QuantType("F16", 1, 1, 2, decode=_dq_f16, torch_dtype=torch.float16),
+    QuantType("BF16", 30, 1, 2, decode=_dq_bf16, torch_dtype=torch.bfloat16),
+    QuantType("Q4_0", 2, 32, 18, split=_q4_0, group=32, code_range=(-8, 7)),
+    QuantType("Q4_1", 3, 32, 20, split=_q4_1, group=32, code_range=(0, 15)),
+    QuantType("Q5_0", 6, 32, 22, split=_q5_0, group=32, code_range=(-16, 15)),
+    QuantType("Q5_1", 7, 32, 24, split=_q5_1, group=32, code_range=(0, 31)),
+    QuantType("Q8_0", 8, 32, 34, split=_q8_0, group=32, code_range=(-128, 127)),
+    QuantType("Q4_K", 12, QK_K, 144, split=_q4_k, group=32, code_range=(0, 15)),
+    QuantType("Q5_K", 13, QK_K, 176, split=_q5_k, group=32, code_range=(0, 31)),
+    QuantType("Q6_K", 14, QK_K, 210, split=_q6_k, group=16, code_range=(-32, 31)),
 ]
 
 QUANT_TYPES: dict[int, QuantType] = {t.ggml_id: t for t in _ALL}

@@ -1,0 +1,63 @@
+"""Triton kernels for the CUDA fast path: fused norms and activations, RoPE with the KV write,
+split-KV attention, and an int8 group-scale GEMV for the 5..8-bit GGUF types.
+
+The layers call these when the tensors are on CUDA and Triton is importable, and fall back to
+plain PyTorch (the reference path) otherwise. ``VOXCAP_KERNELS=0`` turns them off.
+
+On CPU the CPU test suite runs them through Triton's interpreter inside ``on_cpu()``; that needs
+``TRITON_INTERPRET=1`` in the environment before Triton is first imported (Triton's own helper
+kernels, such as the combine function of ``tl.sum``, are built at import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+import torch
+
+_state = {"enabled": os.environ.get("VOXCAP_KERNELS", "1") != "0", "cpu": False}
+
+
+@lru_cache(maxsize=1)
+def triton_available() -> bool:
+    try:
+        import triton
+        import triton.language  # noqa: F401
+    except Exception:  # ImportError, or a Triton that cannot find its compiler
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def active(x: torch.Tensor) -> bool:
+    """Whether the fused kernels run for a tensor on this device."""
+    return _state["enabled"] and (x.is_cuda or (_state["cpu"] and interpreting())) and triton_available()
+
+
+@contextmanager
+def _setting(key: str, value: bool) -> Iterator[None]:
+    previous = _state[key]
+    _state[key] = value
+    try:
+        yield
+    finally:
+        _state[key] = previous
+
+
+def disabled() -> contextlib.AbstractContextManager[None]:
+    """Run the plain PyTorch reference path inside the block (tests compare the two)."""
+    return _setting("enabled", False)
+
+
+def on_cpu() -> contextlib.AbstractContextManager[None]:
+    """Run the kernels on CPU tensors through Triton's interpreter (needs TRITON_INTERPRET=1)."""
+    if not interpreting():
+        raise RuntimeError("kernels.on_cpu() needs TRITON_INTERPRET=1 set before Triton is imported")
+    return _setting("cpu", True)

@@ -1,0 +1,66 @@
+"""Fused RMSNorm (times an optional per-channel scale) and SwiGLU's SiLU-times-up.
+
+Both reproduce the reference's roundings in bf16/fp16: the normalised row is rounded to the
+model dtype before the gain multiplies it, the product is rounded, and the ada scale multiplies
+that rounded value, exactly as the chain of PyTorch ops does. Only the fp32 mean can differ in its
+summation order, so results agree with the reference to the last bit almost always.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from asr.kernels.rounding import round_to
+
+
+@triton.jit
+def _rmsnorm_kernel(x_ptr, w_ptr, s_ptr, y_ptr, D, eps, HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < D
+    x = tl.load(x_ptr + row * D + offs, mask=mask, other=0.0).to(tl.float32)
+    mean_sq = tl.sum(x * x, axis=0) / D
+    dt: tl.constexpr = y_ptr.dtype.element_ty
+    normed = round_to(x * (1.0 / tl.sqrt_rn(mean_sq + eps)), dt)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
+    y = round_to(w.to(tl.float32) * normed.to(tl.float32), dt)
+    if HAS_SCALE:
+        s = tl.load(s_ptr + offs, mask=mask, other=0.0)
+        y = round_to(y.to(tl.float32) * s.to(tl.float32), dt)
+    tl.store(y_ptr + row * D + offs, y, mask=mask)
+
+
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., D] -> weight * rmsnorm(x) (* scale), in x's dtype; weight and scale [D]."""
+    D = x.shape[-1]
+    flat = x.reshape(-1, D).contiguous()
+    out = torch.empty_like(flat)
+    _rmsnorm_kernel[(flat.shape[0],)](
+        flat, weight, weight if scale is None else scale, out, D, eps,
+        HAS_SCALE=scale is not None, BLOCK_D=triton.next_power_of_2(D), num_warps=4 if D <= 2048 else 8,
+    )  # fmt: skip
+    return out.view(x.shape)
+
+
+@triton.jit
+def _silu_mul_kernel(gu_ptr, y_ptr, H, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < H
+    gate = tl.load(gu_ptr + row * 2 * H + offs, mask=mask, other=0.0).to(tl.float32)
+    up = tl.load(gu_ptr + row * 2 * H + H + offs, mask=mask, other=0.0).to(tl.float32)
+    dt: tl.constexpr = y_ptr.dtype.element_ty
+    silu = round_to(gate / (1.0 + tl.exp(-gate)), dt)
+    tl.store(y_ptr + row * H + offs, round_to(silu.to(tl.float32) * up, dt), mask=mask)
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """gate_up [..., 2H] (the fused w1|w3 output) -> silu(gate) * up [..., H]."""
+    H = gate_up.shape[-1] // 2
+    flat = gate_up.reshape(-1, 2 * H).contiguous()
+    out = torch.empty(flat.shape[0], H, dtype=flat.dtype, device=flat.device)
+    block = 1024
+    _silu_mul_kernel[(flat.shape[0], triton.cdiv(H, block))](flat, out, H, BLOCK=block, num_warps=4)
+    return out.view(*gate_up.shape[:-1], H)

@@ -1,0 +1,202 @@
+"""Fast forms of a GGUF-quantized linear layer, built once at load from the packed blocks.
+
+Every quantized type is affine per group: ``w = scale * code + offset`` with integer codes
+(``QuantType.split``). The fast forms keep those integer codes exactly and only re-store the
+group scale and offset (performance.md §4 and §8):
+
+* :class:`Int4Linear`: types whose codes span 16 values (Q4_0, Q4_1, Q4_K) go to PyTorch's
+  tinygemm int4 layout, group 32, with ``w = (u - 8) * s + z`` where ``u = code - min_code``:
+  ``s = scale`` and ``z = (8 - shift) * scale + offset``, rounded to bf16 (relative 2^-9).
+  ``torch._weight_int4pack_mm`` on CUDA, ``_weight_int4pack_mm_for_cpu`` on CPU (bf16 only).
+* :class:`Int8Linear`: the other types (Q5_x, Q6_K, Q8_0) as int8 codes with float32 group
+  scales and offsets, which are exact; a Triton GEMV (asr/kernels/gemv.py) runs up to 8 rows,
+  larger inputs (prompt prefill, long encoder chunks) expand a block of rows and use F.linear.
+* :class:`DenseLinear`: a plain ``nn.Linear`` holding the exact dequantized weight rounded once to
+  the compute dtype, where neither kernel applies (CPU bf16 for 5..8-bit types, no Triton).
+
+Every form answers ``dense_weight`` (for the reference bridge and tests) and ``rows`` (embedding
+lookup of a tied embedding), so the decoder never needs to know which one it holds.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr import kernels
+from asr.quant.linear import QLinear
+from asr.quant.tensor import QuantizedTensor
+
+INT4_GROUP = 32
+# Rows converted per chunk: bounds the int32 temporaries (4096 x 9216 x 4 B = 151 MB). A multiple
+# of 64: the CPU int4 layout interleaves blocks of 64 rows (CUDA's, tiles of 8).
+_REPACK_ROWS = 4096
+_DENSE_ROWS = 4096  # rows expanded per chunk on Int8Linear's large-input path
+MAX_GEMV_ROWS = 8  # Int8Linear uses the Triton GEMV up to this many input rows
+
+
+class DenseLinear(nn.Linear):
+    """``nn.Linear`` with the fast-form interface (``dense_weight``, ``rows``)."""
+
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.weight.to(dtype)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        return F.embedding(index, self.weight)
+
+    @classmethod
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> DenseLinear:
+        with torch.device("meta"):
+            layer = cls(weight.shape[1], weight.shape[0], bias=bias is not None)
+        layer.weight = nn.Parameter(weight, requires_grad=False)
+        if bias is not None:
+            layer.bias = nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+        return layer
+
+
+def int4_supported(qtype_codes: tuple[int, int], shape: tuple[int, ...], device: torch.device,
+                   dtype: torch.dtype) -> bool:  # fmt: skip
+    """Whether tinygemm can hold this weight: 16 code values, bf16 compute, tileable shape."""
+    n_out, n_in = shape
+    if qtype_codes[1] - qtype_codes[0] != 15 or dtype != torch.bfloat16 or n_in % INT4_GROUP:
+        return False
+    if device.type == "cuda":
+        return n_out % 8 == 0 and _inner_k_tiles(n_in) > 0
+    return device.type == "cpu"
+
+
+def _inner_k_tiles(n_in: int) -> int:
+    """tinygemm's CUDA layout tiles K by 16 * inner_k_tiles (2, 4 or 8)."""
+    return next((t for t in (8, 4, 2) if n_in % (16 * t) == 0), 0)
+
+
+class Int4Linear(nn.Module):
+    """A 4-bit GGUF weight in tinygemm's layout: exact codes, bf16 group scale and zero."""
+
+    def __init__(self, qweight: QuantizedTensor, bias: torch.Tensor | None, keep_rows: bool = False) -> None:
+        super().__init__()
+        self.out_features, self.in_features = qweight.shape
+        device = qweight.device
+        shift = -qweight.qtype.code_range[0]  # codes + shift = u in 0..15
+        packed, scales_zeros = [], []
+        for r0 in range(0, self.out_features, _REPACK_ROWS):
+            r1 = min(self.out_features, r0 + _REPACK_ROWS)
+            codes, scale, offset = qweight.affine_rows(r0, r1)  # int32 [r, K], f32 [r, K/32]
+            u = codes + shift
+            zero = (8 - shift) * scale if offset is None else (8 - shift) * scale + offset
+            packed.append(_pack_int4(u, device))
+            scales_zeros.append(torch.stack((scale, zero), dim=-1))  # [r, K/32, 2]
+        self.register_buffer("weight", torch.cat(packed))
+        # [K/32, N, 2] bf16, the layout both tinygemm kernels read.
+        self.register_buffer("scales_zeros", torch.cat(scales_zeros).transpose(0, 1).contiguous().to(torch.bfloat16))
+        self.register_buffer("bias", None if bias is None else bias.to(torch.bfloat16))
+        # A tied embedding also needs single rows, which tinygemm's tiles do not give back: keep
+        # the packed GGUF rows for lookups.
+        self.register_buffer("row_data", qweight.data if keep_rows else None)
+        self.qtype = qweight.qtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
+        y = self._matmul(x.reshape(-1, self.in_features))
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:  # [M, in] -> [M, out] bf16
+        x = x.to(torch.bfloat16).contiguous()
+        if x.is_cuda:
+            return torch._weight_int4pack_mm(x, self.weight, INT4_GROUP, self.scales_zeros)
+        return torch._weight_int4pack_mm_for_cpu(x, self.weight, INT4_GROUP, self.scales_zeros)
+
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight this layer multiplies by (exact codes, bf16 scale and zero), read back through
+        the kernel with identity rows, rounded to bf16."""
+        eye = torch.eye(self.in_features, dtype=torch.bfloat16, device=self.weight.device)
+        columns = [self._matmul(eye[c : c + 256]) for c in range(0, self.in_features, 256)]
+        return torch.cat(columns).T.contiguous().to(dtype)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        if self.row_data is None:
+            raise RuntimeError("internal error: Int4Linear built without keep_rows cannot look up rows")
+        table = QuantizedTensor(self.row_data, self.qtype, (self.out_features, self.in_features))
+        return table.dequantize_rows(index, torch.bfloat16)
+
+
+def _pack_int4(u: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """u: int32 [r, K] in 0..15 -> tinygemm's packed weight for ``device``."""
+    if device.type == "cuda":
+        pairs = ((u[:, ::2] << 4) | u[:, 1::2]).to(torch.uint8)  # even index in the high nibble
+        return torch._convert_weight_to_int4pack(pairs, _inner_k_tiles(u.shape[1]))
+    return torch._convert_weight_to_int4pack_for_cpu(u, 1)  # [r, K/2] uint8, rows independent
+
+
+class Int8Linear(nn.Module):
+    """A 5..8-bit GGUF weight as exact int8 codes with float32 group scales (and offsets)."""
+
+    def __init__(self, qweight: QuantizedTensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.out_features, self.in_features = qweight.shape
+        self.group = qweight.qtype.group
+        self.compute_dtype = dtype
+        codes, scales, offsets = [], [], []
+        for r0 in range(0, self.out_features, _REPACK_ROWS):
+            c, s, o = qweight.affine_rows(r0, min(self.out_features, r0 + _REPACK_ROWS))
+            codes.append(c.to(torch.int8))
+            scales.append(s)
+            offsets.append(o)
+        self.register_buffer("codes", torch.cat(codes))  # int8 [N, K]
+        self.register_buffer("scale", torch.cat(scales))  # f32 [N, K/group]
+        self.register_buffer("offset", None if offsets[0] is None else torch.cat(offsets))  # f32 [N, K/group]
+        self.register_buffer("bias", None if bias is None else bias.to(dtype))
+
+    def _expand(self, r0: int, r1: int, dtype: torch.dtype) -> torch.Tensor:
+        """Rows r0:r1 as exact float32 values, then rounded to ``dtype``: [r, K]."""
+        n, groups = r1 - r0, self.in_features // self.group
+        values = self.scale[r0:r1, :, None] * self.codes[r0:r1].view(n, groups, self.group).float()
+        if self.offset is not None:
+            values = values + self.offset[r0:r1, :, None]
+        return values.view(n, self.in_features).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
+        flat = x.reshape(-1, self.in_features).to(self.compute_dtype)
+        if flat.shape[0] <= MAX_GEMV_ROWS and kernels.active(flat):
+            from asr.kernels.gemv import int8_gemv
+
+            y = int8_gemv(flat, self.codes, self.scale, self.offset, self.group)
+            y = y if self.bias is None else y + self.bias
+            return y.view(*x.shape[:-1], self.out_features)
+        y = torch.empty(flat.shape[0], self.out_features, dtype=flat.dtype, device=flat.device)
+        for r0 in range(0, self.out_features, _DENSE_ROWS):
+            r1 = min(self.out_features, r0 + _DENSE_ROWS)
+            bias = None if self.bias is None else self.bias[r0:r1]
+            y[:, r0:r1] = F.linear(flat, self._expand(r0, r1, flat.dtype), bias)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return self._expand(0, self.out_features, dtype)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Embedding lookup: index [...] -> exact rows [..., in] in the compute dtype."""
+        flat = index.reshape(-1)
+        n, groups = flat.numel(), self.in_features // self.group
+        codes = self.codes.index_select(0, flat).view(n, groups, self.group).float()
+        values = self.scale.index_select(0, flat)[:, :, None] * codes
+        if self.offset is not None:
+            values = values + self.offset.index_select(0, flat)[:, :, None]
+        return values.view(*index.shape, self.in_features).to(self.compute_dtype)
+
+
+def fast_linear(layer: QLinear, keep_rows: bool = False) -> nn.Module:
+    """The fastest exact-code form of ``layer`` for its device and compute dtype.
+
+    ``keep_rows``: the layer is also a tied embedding, so row lookups must stay possible.
+    """
+    qweight, bias, dtype = layer.qweight, layer.bias, layer.compute_dtype
+    device = qweight.device
+    if int4_supported(qweight.qtype.code_range, qweight.shape, device, dtype):
+        return Int4Linear(qweight, bias, keep_rows)
+    if device.type == "cuda" and kernels.triton_available():
+        return Int8Linear(qweight, bias, dtype)
+    if device.type == "cpu" and dtype != torch.bfloat16:
+        return layer  # float32 on CPU: dense copies would need 16 GB; keep the packed reference path
+    return DenseLinear.of(layer.dequantized_weight(dtype), bias)

@@ -1,0 +1,141 @@
+"""The fast forms of quantized weights keep the file's integer codes (asr/quant/fast.py).
+
+Oracles: gguf-py's dequantizer for the values, and, for tinygemm's int4 layout, the affine form
+``(u - 8) * s + z`` computed independently in float32 from the codes with the scale and zero
+rounded to bf16 exactly as the repack stores them. These run on CPU (the CPU int4 kernel and the
+int8 large-input path); tests/test_kernels.py runs the int8 GEMV and tests/test_cuda.py the CUDA
+int4 kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType, dequantize
+
+import asr.quant.fast as fast
+from asr.quant import QLinear, QuantizedTensor
+from asr.quant.fast import DenseLinear, Int4Linear, Int8Linear, fast_linear
+from asr.quant.types import QUANT_TYPES_BY_NAME
+from tests.gguf_fixtures import random_quant_bytes
+
+INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
+INT8_TYPES = ("Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0")
+
+
+def _weight(name: str, rows: int, n_in: int, seed: int = 0) -> tuple[QuantizedTensor, torch.Tensor]:
+    """Random valid blocks of type ``name`` and gguf-py's float32 values for them."""
+    rng = np.random.default_rng(seed)
+    qtype = GGMLQuantizationType[name]
+    packed = random_quant_bytes(rng, qtype, rows, n_in)  # uint8 [rows, bytes_per_row]
+    truth = torch.from_numpy(dequantize(packed, qtype).astype(np.float32)).reshape(rows, n_in)
+    return QuantizedTensor(torch.from_numpy(packed), QUANT_TYPES_BY_NAME[name], (rows, n_in)), truth
+
+
+def _tinygemm_values(qweight: QuantizedTensor) -> torch.Tensor:
+    """What the int4 layer multiplies by: exact codes, scale and zero rounded to bf16 (float32 [N, K])."""
+    codes, scale, offset = qweight.affine_rows(0, qweight.shape[0])
+    shift = -qweight.qtype.code_range[0]
+    zero = (8 - shift) * scale + (0 if offset is None else offset)
+    s = scale.to(torch.bfloat16).float().repeat_interleave(32, dim=1)
+    z = zero.to(torch.bfloat16).float().repeat_interleave(32, dim=1)
+    return (codes + shift - 8).float() * s + z
+
+
+@pytest.mark.parametrize("name", INT4_TYPES)
+def test_int4_repack_keeps_codes_and_rounds_only_scales(name):
+    qweight, truth = _weight(name, 64, 512)
+    values = _tinygemm_values(qweight)
+    # The stored codes are the file's: only the group scale and zero moved, by at most 2^-9 relative.
+    scale_err = (values - truth).abs().max()
+    assert scale_err <= 2**-8 * truth.abs().max(), scale_err
+    layer = Int4Linear(qweight, None)
+    x = torch.randn(3, 512, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    got = layer(x).float()
+    want = x.float() @ values.T
+    assert (got - want).abs().max() <= 2**-7 * want.abs().max() + 1e-3
+    # And close to the exact file values, within what bf16 scales allow.
+    exact = x.float() @ truth.T
+    assert (got - exact).abs().max() <= 2**-6 * exact.abs().max()
+
+
+def test_int4_repack_in_row_chunks_equals_one_piece(monkeypatch):
+    qweight, _ = _weight("Q4_K", 160, 256, seed=3)
+    whole = Int4Linear(qweight, None)
+    monkeypatch.setattr(fast, "_REPACK_ROWS", 64)
+    chunked = Int4Linear(qweight, None)
+    assert torch.equal(whole.weight, chunked.weight)
+    assert torch.equal(whole.scales_zeros, chunked.scales_zeros)
+
+
+def test_int4_bias_and_rows_lookup():
+    qweight, truth = _weight("Q4_0", 32, 256, seed=5)
+    bias = torch.randn(32)
+    layer = Int4Linear(qweight, bias, keep_rows=True)
+    x = torch.randn(2, 256).to(torch.bfloat16)
+    no_bias = Int4Linear(qweight, None)
+    assert torch.equal(layer(x), (no_bias(x).float() + bias.to(torch.bfloat16).float()).to(torch.bfloat16))
+    index = torch.tensor([[3, 0], [31, 3]])
+    assert torch.equal(layer.rows(index).float(), truth[index].to(torch.bfloat16).float())
+    dense = layer.dense_weight(torch.float32)
+    assert torch.equal(dense, _tinygemm_values(qweight).to(torch.bfloat16).float())
+
+
+@pytest.mark.parametrize("name", INT8_TYPES)
+def test_int8_form_is_exact(name):
+    qweight, truth = _weight(name, 48, 512, seed=7)
+    layer = Int8Linear(qweight, None, torch.float32)
+    assert layer.codes.dtype == torch.int8
+    assert torch.equal(layer.dense_weight(torch.float32), truth)  # exact: int8 codes, float32 scales
+    index = torch.tensor([0, 47, 5])
+    assert torch.equal(layer.rows(index), truth[index])
+    x = torch.randn(20, 512)  # more rows than the GEMV takes: the expanded-rows path
+    assert torch.allclose(layer(x), x @ truth.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "dtype", "kind"), [
+    ("Q4_K", torch.bfloat16, Int4Linear),
+    ("Q4_0", torch.bfloat16, Int4Linear),
+    ("Q8_0", torch.bfloat16, DenseLinear),  # CPU: oneDNN bf16 beats expanding blocks per call
+    ("Q6_K", torch.bfloat16, DenseLinear),
+    ("Q4_K", torch.float32, QLinear),  # float32 on CPU keeps the packed reference (dense would be 16 GB)
+])  # fmt: skip
+def test_cpu_picks_the_form_by_type_and_dtype(name, dtype, kind):
+    qweight, truth = _weight(name, 32, 256, seed=9)
+    layer = fast_linear(QLinear(qweight, None, dtype))
+    assert type(layer) is kind
+    x = torch.randn(1, 256).to(dtype)
+    assert torch.allclose(layer(x).float(), x.float() @ truth.T, rtol=2e-2, atol=2e-2 * truth.abs().max())
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", INT4_TYPES)
+@pytest.mark.parametrize("M", [1, 4, 39])
+def test_cuda_int4_layout(name, M):
+    """tinygemm on CUDA multiplies by the same values as the CPU layout, chunked repack included."""
+    qweight, _ = _weight(name, 4096 + 64, 3072, seed=11)
+    layer = Int4Linear(qweight.to("cuda"), None)
+    x = torch.randn(M, 3072, generator=torch.Generator().manual_seed(M)).to(torch.bfloat16)
+    want = x.float() @ _tinygemm_values(qweight).T
+    got = layer(x.cuda()).float().cpu()
+    assert (got - want).abs().max() <= 2**-7 * want.abs().max()
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", INT8_TYPES)
+@pytest.mark.parametrize("M", [1, 4, 20])
+def test_cuda_int8_form(name, M):
+    """Up to 8 rows through the Triton GEMV, more through expanded rows: both the exact values."""
+    qweight, truth = _weight(name, 1000, 1024, seed=13)
+    layer = fast_linear(QLinear(qweight.to("cuda"), None, torch.bfloat16))
+    assert type(layer) is Int8Linear
+    x = torch.randn(M, 1024, generator=torch.Generator().manual_seed(M)).to(torch.bfloat16)
+    want = x.float() @ truth.T
+    got = layer(x.cuda()).float().cpu()
+    assert (got - want).abs().max() <= 2**-7 * want.abs().max()
