@@ -111,9 +111,11 @@ class TextDecoder(nn.Module):
         cos, sin = self.rotary.cos_sin(positions, x.dtype)
         cache.begin(positions)
         mask = None if kernels.active(x) else cache.mask(positions)  # one mask for every layer
-        h = x
+        h, delta = x, None  # the residual stream and the sublayer output not yet added to it
         for i, layer in enumerate(self.layers):
-            h = h + layer.attention(layer.attention_norm(h), cos, sin, positions, mask, cache, i)
-            h = h + layer.feed_forward(layer.ffn_norm(h, ada_scales[i]))
-        last = self.norm(h[:, -1])  # [B, dim]
+            h, normed = layer.attention_norm.add(h, delta)
+            delta = layer.attention(normed, cos, sin, positions, mask, cache, i)
+            h, normed = layer.ffn_norm.add(h, delta, ada_scales[i])
+            delta = layer.feed_forward(normed)
+        _, last = self.norm.add(h[:, -1], delta[:, -1])  # [B, dim]
         return self.tok_embeddings.head(last)  # tied head: [B, vocab]

@@ -36,6 +36,18 @@ class RMSNorm(nn.Module):
         out = self.weight * normed.to(x.dtype)
         return out if scale is None else out * scale
 
+    def add(self, residual: torch.Tensor, delta: torch.Tensor | None,
+            scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The pre-norm step: h = residual + delta (delta None: h = residual), and norm(h) (* scale)."""
+        if delta is None:
+            return residual, self(residual, scale)
+        if kernels.active(residual):
+            from asr.kernels.norm import add_rmsnorm
+
+            return add_rmsnorm(residual, delta, self.weight, self.eps, scale)
+        h = residual + delta
+        return h, self(h, scale)
+
 
 class SwiGLU(nn.Module):
     """``w2(silu(w1 x) * w3 x)``; the encoder's w2 has a bias, the decoder's has none.

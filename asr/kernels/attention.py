@@ -28,6 +28,7 @@ import triton.language as tl
 from asr.kernels.rounding import round_to
 
 SPLIT = 256  # keys per split
+SINGLE_PASS_SLOTS = 1024  # rings up to this size (the encoder's 750 + 256) are not split
 BLOCK_N = 64  # keys per inner step
 BLOCK_R = 16  # query rows per program (tl.dot needs at least 16)
 
@@ -76,10 +77,11 @@ def rope_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, position
 
 
 @triton.jit
-def _attention_split_kernel(q_ptr, k_ptr, v_ptr, slot_pos_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr,
+def _attention_split_kernel(q_ptr, k_ptr, v_ptr, slot_pos_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, o_ptr,
                             T, S, window, scale, NS,
                             H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr,
-                            BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, EXACT_DOT: tl.constexpr):  # fmt: skip
+                            BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, EXACT_DOT: tl.constexpr,
+                            FINAL: tl.constexpr):  # fmt: skip
     kv = tl.program_id(0)
     rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # row r = (position r // G, head r % G)
     split = tl.program_id(2)
@@ -120,10 +122,15 @@ def _attention_split_kernel(q_ptr, k_ptr, v_ptr, slot_pos_ptr, pos_ptr, m_ptr, l
         acc = acc * alpha[:, None] + pv
         l_i = l_i * alpha + tl.sum(p, axis=1)
         m_i = m_new
-    out = (kv * R + rows) * NS + split  # partials [Hkv, R, NS]
-    tl.store(m_ptr + out, m_i, mask=row_ok)
-    tl.store(l_ptr + out, l_i, mask=row_ok)
-    tl.store(acc_ptr + out[:, None] * D + d[None, :], acc, mask=row_ok[:, None])
+    if FINAL:  # one split covers the ring: normalise and write the output, no merge pass
+        out = acc / l_i[:, None]
+        o_dt: tl.constexpr = o_ptr.dtype.element_ty
+        tl.store(o_ptr + (t * H + head)[:, None] * D + d[None, :], round_to(out, o_dt), mask=row_ok[:, None])
+    else:
+        out = (kv * R + rows) * NS + split  # partials [Hkv, R, NS]
+        tl.store(m_ptr + out, m_i, mask=row_ok)
+        tl.store(l_ptr + out, l_i, mask=row_ok)
+        tl.store(acc_ptr + out[:, None] * D + d[None, :], acc, mask=row_ok[:, None])
 
 
 @triton.jit
@@ -161,20 +168,23 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slo
     hkv, S = k_cache.shape[1], k_cache.shape[2]
     G = H // hkv
     R = T * G
-    n_splits = triton.cdiv(S, SPLIT)
+    # Rings up to SINGLE_PASS_SLOTS (the encoder's) take one pass per head; longer ones split.
+    split = SPLIT if S > SINGLE_PASS_SLOTS else triton.cdiv(S, BLOCK_N) * BLOCK_N
+    n_splits = triton.cdiv(S, split)
+    out = torch.empty_like(q)
     m = torch.empty(hkv, R, n_splits, dtype=torch.float32, device=q.device)
     l_part = torch.empty_like(m)
-    acc = torch.empty(hkv, R, n_splits, D, dtype=torch.float32, device=q.device)
+    acc = torch.empty(hkv, R, n_splits if n_splits > 1 else 0, D, dtype=torch.float32, device=q.device)
     _attention_split_kernel[(hkv, triton.cdiv(R, BLOCK_R), n_splits)](
-        q, k_cache, v_cache, slot_pos, positions, m, l_part, acc, T, S, window, 1.0 / math.sqrt(D), n_splits,
-        H=H, G=G, D=D, SPLIT=SPLIT, BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R, num_warps=4,
+        q, k_cache, v_cache, slot_pos, positions, m, l_part, acc, out, T, S, window, 1.0 / math.sqrt(D), n_splits,
+        H=H, G=G, D=D, SPLIT=split, BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R, num_warps=4, FINAL=n_splits == 1,
         # float32 models get float32 products (tl.dot would use TF32); so does the CPU interpreter,
         # which cannot multiply bf16 tiles.
         EXACT_DOT=not q.is_cuda or q.dtype == torch.float32,
     )  # fmt: skip
-    out = torch.empty_like(q)
-    _attention_merge_kernel[(hkv, R)](
-        m, l_part, acc, positions, out, T, S, n_splits,
-        H=H, G=G, D=D, SPLIT=SPLIT, NS_BLOCK=triton.next_power_of_2(n_splits), num_warps=1,
-    )  # fmt: skip
+    if n_splits > 1:
+        _attention_merge_kernel[(hkv, R)](
+            m, l_part, acc, positions, out, T, S, n_splits,
+            H=H, G=G, D=D, SPLIT=split, NS_BLOCK=triton.next_power_of_2(n_splits), num_warps=1,
+        )  # fmt: skip
     return out
