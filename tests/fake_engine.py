@@ -74,6 +74,8 @@ class FakeSession:
         self.stats.steps += 1
         if self.step_sleep_s:
             time.sleep(self.step_sleep_s)
+        self.stats.encoder_ms.append(0.5 * 1000 * self.step_sleep_s)  # as the real session reports
+        self.stats.decoder_ms.append(0.5 * 1000 * self.step_sleep_s)
         if not loud:
             if self._pending_delay is not None:
                 self._events.append(FakeEvent("rollover", end, self._pending_delay, "delay"))

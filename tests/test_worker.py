@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import numpy as np
+import pytest
 
 from asr.tokens import STREAMING_PAD_ID, Token
 from tests.fake_engine import FakeChunk, FakeSession, chunks_of, speech_like
@@ -259,3 +260,14 @@ def test_rollover_mark_comes_after_the_old_streams_last_segment() -> None:
     kinds = [kind for kind, _ in journal.records]
     assert kinds[:4] == ["segment", "segment", "mark", "segment"]  # the journal has the same order
     assert len(journal.segment_texts) == len(set(id(s) for k, s in journal.records if k == "segment"))
+
+
+def test_step_gauge_reads_the_engines_own_step_timings() -> None:
+    """The gauge shows what ``voxcap bench`` reports (encoder p50 + decoder p50 per 80 ms step),
+    whatever the size of the audio blocks: 20 ms blocks must not divide a step's cost by four."""
+    worker, buffer, post, _, session = make_worker(FakeSession(step_sleep_s=0.004))
+    feed_all(buffer, talk((2.0, True)), chunk_s=0.02)
+    buffer.close()
+    worker.run()
+    stats = [m for m in post.of(EngineStats) if m.step_p50_ms is not None][-1]
+    assert stats.step_p50_ms == pytest.approx(4.0)  # 2 ms encoder + 2 ms decoder, as the fake reports

@@ -25,27 +25,40 @@ def percentile(values: Iterable[float], fraction: float) -> float | None:
 
 
 class LatencyTracker:
-    """Recent compute time per 80 ms step, and the real-time factor over the same window."""
+    """Compute per 80 ms step as ``voxcap bench`` reports it, and the real-time factor.
+
+    The step figure is the engine's own timing (asr ``SessionStats``: encoder ms per 80 ms token
+    plus decoder ms per position, each GPU-synchronised), so the gauge and the benchmark read the
+    same clock: p50 is the encoder's p50 plus the decoder's, as bench's total. The real-time
+    factor is wall time of whole ``feed`` calls over the audio they carried.
+    """
 
     def __init__(self, window: int = 200) -> None:
-        self._per_step_ms: deque[float] = deque(maxlen=window)
+        self._encoder_ms: deque[float] = deque(maxlen=window)
+        self._decoder_ms: deque[float] = deque(maxlen=window)
         self._chunks: deque[tuple[float, float]] = deque(maxlen=window)  # (compute s, audio s)
 
     def add(self, compute_s: float, audio_s: float) -> None:
         """One ``feed`` call: ``compute_s`` of wall time for ``audio_s`` of audio."""
-        if audio_s <= 0:
-            return
-        steps = audio_s / (STEP_BUDGET_MS / 1000.0)
-        self._per_step_ms.append(1000.0 * compute_s / steps)
-        self._chunks.append((compute_s, audio_s))
+        if audio_s > 0:
+            self._chunks.append((compute_s, audio_s))
+
+    def add_steps(self, encoder_ms: Iterable[float], decoder_ms: Iterable[float]) -> None:
+        """The engine's timings of the tokens encoded and positions decoded since the last call."""
+        self._encoder_ms.extend(encoder_ms)
+        self._decoder_ms.extend(decoder_ms)
+
+    def _sum(self, fraction: float) -> float | None:
+        enc, dec = percentile(self._encoder_ms, fraction), percentile(self._decoder_ms, fraction)
+        return None if enc is None or dec is None else enc + dec
 
     @property
     def p50_ms(self) -> float | None:
-        return percentile(self._per_step_ms, 0.50)
+        return self._sum(0.50)
 
     @property
     def p95_ms(self) -> float | None:
-        return percentile(self._per_step_ms, 0.95)
+        return self._sum(0.95)
 
     @property
     def rtf(self) -> float | None:

@@ -278,10 +278,18 @@ class AsrWorker:
         started = time.perf_counter()
         tokens = self.session.feed(samples, sample_rate=SAMPLE_RATE)
         self.latency.add(time.perf_counter() - started, duration_s)
+        self._take_step_timings()
         self.capture_clock.add(self.audio_s, chunk.t_capture)
         tokens = self._shift(tokens)
         self._watchdog(samples, duration_s, tokens)
         self._handle_events(tokens)
+
+    def _take_step_timings(self) -> None:
+        """Move the engine's per-step timings into the gauge (this worker is their only reader)."""
+        stats = self.session.stats
+        self.latency.add_steps(stats.encoder_ms, stats.decoder_ms)
+        stats.encoder_ms.clear()
+        stats.decoder_ms.clear()
 
     def _shift(self, tokens: list[Token]) -> list[Token]:
         if not self._clock_offset_s:

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 def _print(r: object) -> None:
     print(f"voxcap bench: {r.weights} on {r.device_name} ({r.device}), {r.dtype}, delay {r.delay_ms} ms")
     print(f"  load                {r.load_s:8.2f} s")
-    print(f"  first token         {r.first_token_ms:8.2f} ms  (prompt prefill + encoder)")
+    print(f"  first token         {r.first_token_ms:8.2f} ms  (prompt prefill + encoder + graph capture)")
     print(f"  encoder / 80 ms     {r.encoder_ms_p50:8.3f} ms p50  {r.encoder_ms_p99:8.3f} ms p99")
     print(f"  decoder / step      {r.decoder_ms_p50:8.3f} ms p50  {r.decoder_ms_p99:8.3f} ms p99")
     print(f"  total / 80 ms       {r.total_ms_p50:8.3f} ms p50  (budget 80 ms)   RTF {r.rtf:.3f}  ({r.steps} steps, "
