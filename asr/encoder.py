@@ -87,13 +87,13 @@ class AudioEncoder(nn.Module):
         cos, sin = self.rotary.cos_sin(positions, h.dtype)
         cache.begin(positions)
         mask = None if kernels.active(h) else cache.mask(positions)  # one mask for every layer
-        delta = None  # the sublayer output not yet added to the residual stream h
+        delta, bias = None, None  # a sublayer output (and its bias) not yet added to the residual stream h
         for i, layer in enumerate(self.transformer.layers):
-            h, normed = layer.attention_norm.add(h, delta)
-            delta = layer.attention(normed, cos, sin, positions, mask, cache, i)
-            h, normed = layer.ffn_norm.add(h, delta)
-            delta = layer.feed_forward(normed)
-        return self.transformer.norm.add(h, delta)[1]
+            h, normed = layer.attention_norm.add(h, delta, bias=bias)
+            delta, bias = layer.attention.parts(normed, cos, sin, positions, mask, cache, i)
+            h, normed = layer.ffn_norm.add(h, delta, bias=bias)
+            delta, bias = layer.feed_forward.parts(normed)
+        return self.transformer.norm.add(h, delta, bias=bias)[1]
 
 
 class Adapter(nn.Sequential):

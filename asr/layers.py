@@ -36,17 +36,29 @@ class RMSNorm(nn.Module):
         out = self.weight * normed.to(x.dtype)
         return out if scale is None else out * scale
 
-    def add(self, residual: torch.Tensor, delta: torch.Tensor | None,
-            scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """The pre-norm step: h = residual + delta (delta None: h = residual), and norm(h) (* scale)."""
+    def add(self, residual: torch.Tensor, delta: torch.Tensor | None, scale: torch.Tensor | None = None,
+            bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The pre-norm step: h = residual + (delta + bias), and norm(h) (* scale).
+
+        ``delta`` None: h = residual. ``bias`` is a sublayer's output bias left to this step.
+        """
         if delta is None:
             return residual, self(residual, scale)
         if kernels.active(residual):
             from asr.kernels.norm import add_rmsnorm
 
-            return add_rmsnorm(residual, delta, self.weight, self.eps, scale)
-        h = residual + delta
+            return add_rmsnorm(residual, delta, self.weight, self.eps, scale, bias)
+        h = residual + (delta if bias is None else delta + bias)
         return h, self(h, scale)
+
+
+def project(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``layer(x)`` as (product, bias still to add). A repacked quantized layer leaves its bias to
+    the kernel that consumes the product (the RoPE ring write, the residual add), which saves a
+    launch per projection; the others add their own (cuBLAS fuses it)."""
+    if getattr(layer, "unbiased", None) is not None and layer.bias is not None:
+        return layer.unbiased(x), layer.bias
+    return layer(x), None
 
 
 class SwiGLU(nn.Module):
@@ -64,15 +76,20 @@ class SwiGLU(nn.Module):
         self.w13: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, bias = self.parts(x)
+        return out if bias is None else out + bias
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output as (product, w2's bias still to add): see ``project``."""
         if self.w13 is None:
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+            return project(self.w2, F.silu(self.w1(x)) * self.w3(x))
         gate_up = self.w13(x)  # [..., 2 * hidden]
         if kernels.active(gate_up):
             from asr.kernels.norm import silu_mul
 
-            return self.w2(silu_mul(gate_up))
+            return project(self.w2, silu_mul(gate_up))
         gate, up = gate_up.chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
+        return project(self.w2, F.silu(gate) * up)
 
 
 class Rotary:
@@ -135,17 +152,30 @@ class CachedAttention(nn.Module):
         cache: RingKVCache,
         layer: int,
     ) -> torch.Tensor:
+        out, bias = self.parts(x, cos, sin, positions, mask, cache, layer)
+        return out if bias is None else out + bias
+
+    def parts(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: RingKVCache,
+        layer: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: [B, T, dim]; cos/sin: [T, head_dim]; positions [T]; mask [T, S] from ``cache.mask``
-        (None on the kernel path) -> [B, T, dim]."""
+        (None on the kernel path) -> ([B, T, dim], wo's bias still to add: see ``project``)."""
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.wqkv is not None and B == 1 and kernels.active(x):
             from asr.kernels.attention import attention, rope_store
 
-            qkv = self.wqkv(x)  # [1, T, (H + 2 Hkv) D]
-            q = rope_store(qkv, cos, sin, positions, cache.k[layer], cache.v[layer], H, Hkv)  # [1, T, H, D]
+            qkv, qkv_bias = project(self.wqkv, x)  # [1, T, (H + 2 Hkv) D]
+            q = rope_store(qkv, cos, sin, positions, cache.k[layer], cache.v[layer], H, Hkv, qkv_bias)  # [1, T, H, D]
             out = attention(q, cache.k[layer], cache.v[layer], cache.slot_pos, positions, cache.window)
-            return self.wo(out.view(1, T, H * D))
+            return project(self.wo, out.view(1, T, H * D))
         if self.wqkv is not None:
             q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
         else:
@@ -158,4 +188,4 @@ class CachedAttention(nn.Module):
         if mask is None:
             mask = cache.mask(positions)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=Hkv != H)  # [B, H, T, D]
-        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
+        return project(self.wo, out.transpose(1, 2).reshape(B, T, H * D))

@@ -34,8 +34,8 @@ BLOCK_R = 16  # query rows per program (tl.dot needs at least 16)
 
 
 @triton.jit
-def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr,
-                       H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, S):  # fmt: skip
+def _rope_store_kernel(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr,
+                       H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, S, HAS_BIAS: tl.constexpr):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)  # 0..H-1: query heads, H..H+HKV-1: key heads
     dt: tl.constexpr = q_ptr.dtype.element_ty
@@ -45,6 +45,9 @@ def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr,
     src = qkv_ptr + t * width + h * D
     x = tl.load(src + offs).to(tl.float32)
     partner = tl.load(src + (offs + half) % D).to(tl.float32)
+    if HAS_BIAS:  # the projection's bias, rounded as ``qkv + bias`` is
+        x = round_to(x + tl.load(bias_ptr + h * D + offs).to(tl.float32), dt).to(tl.float32)
+        partner = round_to(partner + tl.load(bias_ptr + h * D + (offs + half) % D).to(tl.float32), dt).to(tl.float32)
     rotated = tl.where(offs < half, -partner, partner)
     cos = tl.load(cos_ptr + t * D + offs).to(tl.float32)
     sin = tl.load(sin_ptr + t * D + offs).to(tl.float32)
@@ -58,20 +61,23 @@ def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr,
         slot = tl.load(pos_ptr + t) % S
         tl.store(k_ptr + (kv * S + slot) * D + offs, y)
         v = tl.load(qkv_ptr + t * width + (H + HKV + kv) * D + offs)
+        if HAS_BIAS:
+            v = round_to(v.to(tl.float32) + tl.load(bias_ptr + (H + HKV + kv) * D + offs).to(tl.float32), dt)
         tl.store(v_ptr + (kv * S + slot) * D + offs, v)
 
 
 def rope_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-               k_cache: torch.Tensor, v_cache: torch.Tensor, n_heads: int,
-               n_kv_heads: int) -> torch.Tensor:  # fmt: skip
-    """qkv [1, T, (H + 2 Hkv) D]; cos/sin [T, D]; positions [T]; caches [1, Hkv, S, D] -> q [1, T, H, D]."""
+               k_cache: torch.Tensor, v_cache: torch.Tensor, n_heads: int, n_kv_heads: int,
+               bias: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """qkv [1, T, (H + 2 Hkv) D] (plus ``bias`` [(H + 2 Hkv) D] if given); cos/sin [T, D];
+    positions [T]; caches [1, Hkv, S, D] -> q [1, T, H, D]."""
     _, T, width = qkv.shape
     D = width // (n_heads + 2 * n_kv_heads)
     qkv = qkv.contiguous()
     q = torch.empty(1, T, n_heads, D, dtype=qkv.dtype, device=qkv.device)
     _rope_store_kernel[(T, n_heads + n_kv_heads)](
-        qkv, cos.contiguous(), sin.contiguous(), positions, q, k_cache, v_cache,
-        H=n_heads, HKV=n_kv_heads, D=D, S=k_cache.shape[2], num_warps=1,
+        qkv, qkv if bias is None else bias, cos.contiguous(), sin.contiguous(), positions, q, k_cache, v_cache,
+        H=n_heads, HKV=n_kv_heads, D=D, S=k_cache.shape[2], HAS_BIAS=bias is not None, num_warps=1,
     )  # fmt: skip
     return q
 

@@ -16,14 +16,17 @@ from asr.kernels.rounding import round_to
 
 
 @triton.jit
-def _rmsnorm_kernel(x_ptr, d_ptr, h_ptr, w_ptr, s_ptr, y_ptr, D, eps, HAS_DELTA: tl.constexpr, HAS_SCALE: tl.constexpr,
-                    BLOCK_D: tl.constexpr):  # fmt: skip
+def _rmsnorm_kernel(x_ptr, d_ptr, b_ptr, h_ptr, w_ptr, s_ptr, y_ptr, D, eps, HAS_DELTA: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK_D)
     mask = offs < D
     x = tl.load(x_ptr + row * D + offs, mask=mask, other=0.0)
-    if HAS_DELTA:  # the residual add, rounded to the model dtype as ``x + delta`` is
+    if HAS_DELTA:  # the residual add, rounded to the model dtype as ``x + (delta + bias)`` is
         delta = tl.load(d_ptr + row * D + offs, mask=mask, other=0.0)
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + offs, mask=mask, other=0.0)
+            delta = round_to(delta.to(tl.float32) + bias.to(tl.float32), h_ptr.dtype.element_ty)
         x = round_to(x.to(tl.float32) + delta.to(tl.float32), h_ptr.dtype.element_ty)
         tl.store(h_ptr + row * D + offs, x, mask=mask)
     x = x.to(tl.float32)
@@ -40,24 +43,26 @@ def _rmsnorm_kernel(x_ptr, d_ptr, h_ptr, w_ptr, s_ptr, y_ptr, D, eps, HAS_DELTA:
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., D] -> weight * rmsnorm(x) (* scale), in x's dtype; weight and scale [D]."""
-    return _launch(x, None, weight, eps, scale)[1]
+    return _launch(x, None, weight, eps, scale, None)[1]
 
 
 def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
-                scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """h = x + delta, and weight * rmsnorm(h) (* scale), in one pass: x, delta [..., D]."""
-    return _launch(x, delta, weight, eps, scale)
+                scale: torch.Tensor | None = None, bias: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """h = x + (delta + bias), and weight * rmsnorm(h) (* scale), in one pass: x, delta [..., D]."""
+    return _launch(x, delta, weight, eps, scale, bias)
 
 
 def _launch(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float,
-            scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+            scale: torch.Tensor | None, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     D = x.shape[-1]
     flat = x.reshape(-1, D).contiguous()
     out = torch.empty_like(flat)
     h = flat if delta is None else torch.empty_like(flat)
     _rmsnorm_kernel[(flat.shape[0],)](
-        flat, flat if delta is None else delta.reshape(-1, D).contiguous(), h, weight,
-        weight if scale is None else scale, out, D, eps, HAS_DELTA=delta is not None, HAS_SCALE=scale is not None,
+        flat, flat if delta is None else delta.reshape(-1, D).contiguous(), weight if bias is None else bias, h,
+        weight, weight if scale is None else scale, out, D, eps,
+        HAS_DELTA=delta is not None, HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
         BLOCK_D=triton.next_power_of_2(D), num_warps=4 if D <= 2048 else 8,
     )  # fmt: skip
     return h.view(x.shape), out.view(x.shape)

@@ -97,10 +97,12 @@ class Int4Linear(nn.Module):
         self.qtype = qweight.qtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
-        y = self._matmul(x.reshape(-1, self.in_features))
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*x.shape[:-1], self.out_features)
+        y = self.unbiased(x)
+        return y if self.bias is None else y + self.bias
+
+    def unbiased(self, x: torch.Tensor) -> torch.Tensor:
+        """x Wᵀ without the bias, which a fused consumer adds (asr/layers.py ``project``)."""
+        return self._matmul(x.reshape(-1, self.in_features)).view(*x.shape[:-1], self.out_features)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:  # [M, in] -> [M, out] bf16
         x = x.to(torch.bfloat16).contiguous()
@@ -158,18 +160,24 @@ class Int8Linear(nn.Module):
         return values.view(n, self.in_features).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
+        return self._forward(x, self.bias)
+
+    def unbiased(self, x: torch.Tensor) -> torch.Tensor:
+        """x Wᵀ without the bias, which a fused consumer adds (asr/layers.py ``project``)."""
+        return self._forward(x, None)
+
+    def _forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.compute_dtype)
         if flat.shape[0] <= MAX_GEMV_ROWS and kernels.active(flat):
             from asr.kernels.gemv import int8_gemv
 
             y = int8_gemv(flat, self.codes, self.scale, self.offset, self.group)
-            y = y if self.bias is None else y + self.bias
+            y = y if bias is None else y + bias
             return y.view(*x.shape[:-1], self.out_features)
         y = torch.empty(flat.shape[0], self.out_features, dtype=flat.dtype, device=flat.device)
         for r0 in range(0, self.out_features, _DENSE_ROWS):
             r1 = min(self.out_features, r0 + _DENSE_ROWS)
-            bias = None if self.bias is None else self.bias[r0:r1]
-            y[:, r0:r1] = F.linear(flat, self._expand(r0, r1, flat.dtype), bias)
+            y[:, r0:r1] = F.linear(flat, self._expand(r0, r1, flat.dtype), None if bias is None else bias[r0:r1])
         return y.view(*x.shape[:-1], self.out_features)
 
     def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
