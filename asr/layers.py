@@ -187,5 +187,11 @@ class CachedAttention(nn.Module):
         keys, values = cache.update(layer, k, v)  # [B, Hkv, S, D]
         if mask is None:
             mask = cache.mask(positions)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=Hkv != H)  # [B, H, T, D]
-        return project(self.wo, out.transpose(1, 2).reshape(B, T, H * D))
+        if not positions.is_cuda:  # slots fill in order: skip the never-written tail (no sync on CPU)
+            filled = min(int(positions[-1]) + 1, keys.shape[2])
+            keys, values, mask = keys[:, :, :filled], values[:, :, :filled], mask[:, :filled]
+        # GQA as plain attention: the G query heads of a KV head become G x T query rows, so no
+        # backend copies keys per query head. [B, H, T, D] -> [B, Hkv, G T, D]
+        G = H // Hkv
+        out = F.scaled_dot_product_attention(q.reshape(B, Hkv, G * T, D), keys, values, attn_mask=mask.repeat(G, 1))
+        return project(self.wo, out.view(B, H, T, D).transpose(1, 2).reshape(B, T, H * D))
