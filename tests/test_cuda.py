@@ -122,9 +122,11 @@ def format_files(tmp_path_factory):
 
 QUANTIZED = ("gguf-trevors", "gguf-transcribe-cpp-Q8_0", "gguf-transcribe-cpp-Q6_K", "gguf-transcribe-cpp-Q5_K_M",
              "gguf-transcribe-cpp-Q4_K_M", "gguf-transcribe-cpp-BF16")  # fmt: skip
-# Measured on an H100: see the printed lines; bounds set from them with headroom.
-FAST_LOGIT_TOL = 1.0
-FAST_MIN_AGREEMENT = 0.95
+# Measured on an H100 (2026-11-25), the six formats, 161 steps each: max |dlogit| 0.102-0.129 on
+# logits up to 8.0-8.7 (bf16 units, as the plain bf16 path above), own-argmax agreement
+# 0.988-1.000. Same bounds as the plain bf16 path.
+FAST_LOGIT_TOL = BF16_LOGIT_TOL
+FAST_MIN_AGREEMENT = BF16_MIN_AGREEMENT
 
 
 @pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
@@ -155,7 +157,8 @@ def test_cuda_fast_path_every_format(format_files, fmt):
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0", "bf16"])
 def test_cuda_full_size_fast_path_matches_reference_path(quant):
     """Full-size random weights: the fast path's per-step logits against the plain path on the same
-    weights (bf16), teacher-forced, over 40 steps; graphs replayed on a third run give the same ids."""
+    weights (bf16), teacher-forced; graphs replayed on a third run give the same ids. Measured on an
+    H100 for q4_k_m: max |dlogit| 2.0 on logits of about 200 (relative 0.0095), agreement 1.000."""
     from asr import kernels
     from asr.loader import load_random_model
 
