@@ -114,8 +114,8 @@ class TextDecoder(nn.Module):
         h, delta, bias = x, None, None  # the residual stream; a sublayer output (and bias) not yet added
         for i, layer in enumerate(self.layers):
             h, normed = layer.attention_norm.add(h, delta, bias=bias)
-            delta, bias = layer.attention.parts(normed, cos, sin, positions, mask, cache, i)
+            delta, bias = layer.attention(normed, cos, sin, positions, mask, cache, i)
             h, normed = layer.ffn_norm.add(h, delta, ada_scales[i], bias)
-            delta, bias = layer.feed_forward.parts(normed)
+            delta, bias = layer.feed_forward(normed)
         _, last = self.norm.add(h[:, -1], delta[:, -1], bias=bias)  # [B, dim]
         return self.tok_embeddings.head(last)  # tied head: [B, vocab]

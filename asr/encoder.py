@@ -90,9 +90,9 @@ class AudioEncoder(nn.Module):
         delta, bias = None, None  # a sublayer output (and its bias) not yet added to the residual stream h
         for i, layer in enumerate(self.transformer.layers):
             h, normed = layer.attention_norm.add(h, delta, bias=bias)
-            delta, bias = layer.attention.parts(normed, cos, sin, positions, mask, cache, i)
+            delta, bias = layer.attention(normed, cos, sin, positions, mask, cache, i)
             h, normed = layer.ffn_norm.add(h, delta, bias=bias)
-            delta, bias = layer.feed_forward.parts(normed)
+            delta, bias = layer.feed_forward(normed)
         return self.transformer.norm.add(h, delta, bias=bias)[1]
 
 

@@ -34,7 +34,7 @@ def accelerate(net: nn.Module) -> None:
             module.linear = fast_linear(module.linear, keep_rows=True)
             continue
         for name, child in list(module.named_children()):
-            if isinstance(child, QLinear) and not isinstance(module, QuantizedTiedEmbedding):
+            if isinstance(child, QLinear):
                 fast = fast_linear(child)
                 fast.parts = getattr(child, "parts", None)
                 setattr(module, name, fast)

@@ -75,11 +75,7 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
         self.w13: nn.Module | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, bias = self.parts(x)
-        return out if bias is None else out + bias
-
-    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The output as (product, w2's bias still to add): see ``project``."""
         if self.w13 is None:
             return project(self.w2, F.silu(self.w1(x)) * self.w3(x))
@@ -143,19 +139,6 @@ class CachedAttention(nn.Module):
         self.wqkv: nn.Module | None = None
 
     def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        positions: torch.Tensor,
-        mask: torch.Tensor | None,
-        cache: RingKVCache,
-        layer: int,
-    ) -> torch.Tensor:
-        out, bias = self.parts(x, cos, sin, positions, mask, cache, layer)
-        return out if bias is None else out + bias
-
-    def parts(
         self,
         x: torch.Tensor,
         cos: torch.Tensor,

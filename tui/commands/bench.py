@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from asr.bench import benchmark, reference_step_ms
     from asr.loader import load_random_model
 
+    if args.chunk_ms <= 0 or args.chunk_ms % 10:
+        print("voxcap bench: --chunk-ms must be a positive multiple of 10", file=sys.stderr)
+        return 2
+    if args.context < 0:
+        print("voxcap bench: --context must be 0 or more steps", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     if args.random or not args.model:
         model = load_random_model(args.quant, args.device, args.dtype, fast=not args.reference_path)
@@ -59,12 +65,6 @@ def run(args: argparse.Namespace) -> int:
                                fast=not args.reference_path)  # fmt: skip
         weights = model.info.name
     load_s = time.perf_counter() - t0
-    if args.chunk_ms <= 0 or args.chunk_ms % 10:
-        print("voxcap bench: --chunk-ms must be a positive multiple of 10", file=sys.stderr)
-        return 2
-    if args.context < 0:
-        print("voxcap bench: --context must be 0 or more steps", file=sys.stderr)
-        return 2
     result = benchmark(model, args.seconds, args.delay_ms, load_s, weights, context=args.context,
                        chunk_ms=args.chunk_ms)  # fmt: skip
     if args.compare_reference:
