@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from asr import kernels
@@ -19,6 +18,7 @@ from asr.cache import RingKVCache
 from asr.config import DecoderConfig
 from asr.layers import CachedAttention, RMSNorm, Rotary, SwiGLU
 from asr.quant import QLinear, QuantizedTensor
+from asr.quant.fast import dense_linear
 
 # The longest decoder chunk: the prompt, BOS + 32 left-pad tokens + at most 30 delay tokens.
 MAX_PROMPT_TOKENS = 64
@@ -28,7 +28,7 @@ class TiedEmbedding(nn.Embedding):
     """Token embeddings that double as the output head (``logits = h E^T``)."""
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(h, self.weight)
+        return dense_linear(h, self.weight)
 
 
 class QuantizedTiedEmbedding(nn.Module):

@@ -5,7 +5,8 @@
   weights and for packed GGUF rows alike (every row is its own run of blocks). Projections of
   different storage types (a Q6_K wv beside Q4_K wq and wk, say) stay separate.
 * Every ``QLinear`` becomes the fastest exact-code form for its device (asr/quant/fast.py); the
-  tied embedding keeps the ability to look up rows.
+  tied embedding keeps the ability to look up rows. Plain ``nn.Linear`` layers become
+  ``DenseLinear`` (the same weight), whose single-row calls use the dense GEMV.
 
 Fused modules remember their parts (``parts``: name, output size, whether it had a bias) so
 the reference bridge can split them again.
@@ -38,6 +39,9 @@ def accelerate(net: nn.Module) -> None:
                 fast = fast_linear(child)
                 fast.parts = getattr(child, "parts", None)
                 setattr(module, name, fast)
+            elif type(child) is nn.Linear:
+                bias = None if child.bias is None else child.bias.data
+                setattr(module, name, DenseLinear.of(child.weight.data, bias))
 
 
 def _fuse(module: nn.Module, fused_name: str, names: tuple[str, ...]) -> None:

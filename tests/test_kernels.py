@@ -139,6 +139,24 @@ def test_int8_gemv(M, group, offsets):
     assert (got - want).abs().max() <= 2**-8 * want.abs().max()
 
 
+@pytest.mark.parametrize("M", [1, 3, 8])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dense_gemv(M, dtype):
+    """Against a float32 matmul of the same bf16/fp16 values: only the output rounding differs.
+    K = 1100 is not a multiple of the tile, so the masked tail is exercised."""
+    from asr.kernels.gemv import dense_gemv
+
+    gen = torch.Generator().manual_seed(M)
+    N, K = 40, 1100
+    w = torch.randn(N, K, generator=gen).to(dtype)
+    x = torch.randn(M, K, generator=gen).to(dtype)
+    want = x.float() @ w.float().T
+    got = dense_gemv(x.to(DEVICE), w.to(DEVICE)).float().cpu()
+    assert (got - want).abs().max() <= 2**-8 * want.abs().max()
+    with pytest.raises(ValueError, match="1 to 8 rows"):
+        dense_gemv(torch.zeros(9, K, dtype=dtype, device=DEVICE), w.to(DEVICE))
+
+
 @pytest.mark.parametrize("preset", ["wrap"])
 def test_stream_with_kernels_matches_the_reference_path(tiny_models, preset):
     """End to end in bf16: fused projections and the kernels (norms, RoPE + ring write, split-KV

@@ -1,10 +1,15 @@
-"""Int8 codes times group scales (plus offsets): the GEMV behind Int8Linear (Q5_x, Q6_K, Q8_0).
+"""GEMVs for batch-1 streaming: up to 8 input rows times a dense or an int8-coded weight.
 
-``y[m, n] = sum_g scale[n, g] * (code[n, g] . x[m, g]) + offset[n, g] * sum(x[m, g])`` over the
-groups g of G values, in fp32, for up to 8 input rows. One program owns BLOCK_N output rows and
-walks K; the codes are read once per call whatever M is (the M <= 8 rows reuse the tile from
-registers), which is what a bandwidth-bound batch-1 decode needs. Codes and scales are exact, so
-the weights are the file's values (the dense reference rounds them to bf16 first).
+At batch 1 a linear layer's cost is its weight read, and the library kernels leave bandwidth on
+the table there (cuBLAS reaches about 2.6 TB/s on the decoder's matrices at M = 1; the dense
+kernel below about 2.9, measured in the README's benchmark notes). Both kernels let one program
+own BLOCK_N output rows and walk K, so each weight byte is read exactly once whatever M is.
+
+* ``dense_gemv``: bf16/fp16 weight [N, K]. Partial products stay in fp32 registers
+  ([M, BLOCK_N, BLOCK_K], or reduced per tile) and are summed over K once, at the end.
+* ``int8_gemv``: ``y[m, n] = sum_g scale[n, g] * (code[n, g] . x[m, g]) + offset[n, g] * sum(x[m, g])``
+  over groups of G values (Q5_x, Q6_K, Q8_0 as exact int8 codes with float32 group scales), so
+  the weights are the file's values (the dense reference rounds them to bf16 first).
 """
 
 from __future__ import annotations
@@ -16,13 +21,74 @@ import triton.language as tl
 from asr.kernels import interpreting
 from asr.kernels.rounding import round_to
 
-_TILES = ((16, 512, 4), (8, 512, 4), (32, 256, 4), (16, 1024, 8), (32, 512, 8), (64, 256, 8), (8, 1024, 4),
+# BLOCK_N, BLOCK_K, warps, REDUCE_EACH (sum the tile over K at every step instead of at the end).
+_DENSE_TILES = ((2, 1024, 4, 0), (1, 1024, 4, 0), (4, 1024, 8, 0), (8, 256, 4, 0), (2, 2048, 8, 1), (4, 1024, 4, 1),
+                (8, 512, 4, 1))  # fmt: skip
+_DENSE_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "REDUCE_EACH": r}, num_warps=w)
+                  for bn, bk, w, r in _DENSE_TILES]  # fmt: skip
+_MAX_PARTIALS_PER_THREAD = 64
+MAX_ROWS = 8
+
+
+def _fits_registers(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
+    """Drops tiles whose fp32 partial sums would not fit in registers for this many rows."""
+    m_pad = kwargs.get("M_PAD", named_args.get("M_PAD", 1))
+
+    def partials_per_thread(c: triton.Config) -> int:
+        return m_pad * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] // (32 * c.num_warps)
+
+    fits = [c for c in configs if c.kwargs["REDUCE_EACH"] or partials_per_thread(c) <= _MAX_PARTIALS_PER_THREAD]
+    return fits or configs[:1]
+
+
+@triton.autotune(configs=_DENSE_CONFIGS[-1:] if interpreting() else _DENSE_CONFIGS, key=["N", "K", "M_PAD"],
+                 prune_configs_by={"early_config_prune": _fits_registers})  # fmt: skip
+@triton.jit
+def _dense_gemv_kernel(x_ptr, w_ptr, y_ptr, M, N, K, M_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr):  # fmt: skip
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
+    row_ok = rows < N
+    ms = tl.arange(0, M_PAD)
+    m_ok = ms < M
+    acc = tl.zeros((M_PAD, BLOCK_N, 1 if REDUCE_EACH else BLOCK_K), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        w = tl.load(w_ptr + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        x = tl.load(x_ptr + ms[:, None] * K + ks[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        prod = w.to(tl.float32)[None, :, :] * x.to(tl.float32)[:, None, :]  # [M_PAD, BN, BK]
+        if REDUCE_EACH:
+            acc += tl.sum(prod, axis=2, keep_dims=True)
+        else:
+            acc += prod
+    y = round_to(tl.sum(acc, axis=2), y_ptr.dtype.element_ty)  # [M_PAD, BN]
+    tl.store(y_ptr + ms[:, None] * N + rows[None, :], y, mask=m_ok[:, None] & row_ok[None, :])
+
+
+def dense_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [M <= 8, K] times weight [N, K] (x's dtype) -> [M, N], fp32 accumulation."""
+    M, K = x.shape
+    N = weight.shape[0]
+    y = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+    _dense_gemv_kernel[grid](x.contiguous(), weight, y, M, N, K, M_PAD=_pad(M))
+    return y
+
+
+def _pad(m: int) -> int:
+    if not 1 <= m <= MAX_ROWS:
+        raise ValueError(f"the GEMV kernels take 1 to {MAX_ROWS} rows, got {m}")
+    return 1 << (m - 1).bit_length()
+
+
+_INT8_TILES = ((16, 512, 4), (8, 512, 4), (32, 256, 4), (16, 1024, 8), (32, 512, 8), (64, 256, 8), (8, 1024, 4),
           (4, 1024, 4))  # BLOCK_N, BLOCK_K, warps
-_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w) for bn, bk, w in _TILES]
+_INT8_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w) for bn, bk, w in _INT8_TILES]
 
 
 # The interpreter has no timer to tune with: one fixed tile there.
-@triton.autotune(configs=_CONFIGS[:1] if interpreting() else _CONFIGS, key=["N", "K", "M_PAD", "G", "HAS_OFFSET"])
+@triton.autotune(configs=_INT8_CONFIGS[:1] if interpreting() else _INT8_CONFIGS,
+                 key=["N", "K", "M_PAD", "G", "HAS_OFFSET"])  # fmt: skip
 @triton.jit
 def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, y_ptr, M, N, K, G: tl.constexpr, M_PAD: tl.constexpr,
                       HAS_OFFSET: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
@@ -59,7 +125,7 @@ def int8_gemv(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, offset:
     """x [M <= 8, K] times int8 codes [N, K] with f32 scale/offset [N, K/group] -> [M, N] in x's dtype."""
     M, K = x.shape
     N = codes.shape[0]
-    m_pad = 1 << max(0, (M - 1).bit_length())
+    m_pad = _pad(M)
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     _int8_gemv_kernel[grid](x.contiguous(), codes, scale, scale if offset is None else offset, y, M, N, K,

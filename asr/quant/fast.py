@@ -12,7 +12,8 @@ group scale and offset (performance.md §4 and §8):
   scales and offsets, which are exact; a Triton GEMV (asr/kernels/gemv.py) runs up to 8 rows,
   larger inputs (prompt prefill, long encoder chunks) expand a block of rows and use F.linear.
 * :class:`DenseLinear`: a plain ``nn.Linear`` holding the exact dequantized weight rounded once to
-  the compute dtype, where neither kernel applies (CPU bf16 for 5..8-bit types, no Triton).
+  the compute dtype, where neither kernel applies (CPU bf16 for 5..8-bit types, no Triton), and
+  every float weight (BF16 checkpoints). A single input row runs the Triton dense GEMV on CUDA.
 
 Every form answers ``dense_weight`` (for the reference bridge and tests) and ``rows`` (embedding
 lookup of a tied embedding), so the decoder never needs to know which one it holds.
@@ -34,10 +35,27 @@ INT4_GROUP = 32
 _REPACK_ROWS = 4096
 _DENSE_ROWS = 4096  # rows expanded per chunk on Int8Linear's large-input path
 MAX_GEMV_ROWS = 8  # Int8Linear uses the Triton GEMV up to this many input rows
+# Dense weights use the Triton GEMV for single rows only: at M = 4 (an encoder token) cuBLAS is
+# faster on most of the encoder's shapes (H100 measurements in the README's benchmark notes).
+DENSE_GEMV_ROWS = 1
+
+
+def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, through the dense Triton GEMV when x is a single row on the kernel path."""
+    n_rows = x.numel() // x.shape[-1]
+    if n_rows <= DENSE_GEMV_ROWS and kernels.active(x) and x.dtype == weight.dtype != torch.float32:
+        from asr.kernels.gemv import dense_gemv
+
+        y = dense_gemv(x.reshape(n_rows, -1), weight).view(*x.shape[:-1], weight.shape[0])
+        return y if bias is None else y + bias
+    return F.linear(x, weight, bias)
 
 
 class DenseLinear(nn.Linear):
     """``nn.Linear`` with the fast-form interface (``dense_weight``, ``rows``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dense_linear(x, self.weight, self.bias)
 
     def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
         return self.weight.to(dtype)
