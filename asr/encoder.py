@@ -56,12 +56,23 @@ def _causal_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     """``conv`` (kernel 3, no padding) on time-major x [B, T, C] -> [B, (T - 3) // stride + 1, C_out].
 
     Each output frame is one row of a matmul: its window of 3 input frames, flattened channel-major,
-    times the weight viewed as [C_out, C * 3]. At a few frames per call this is a small GEMM, where
+    times the weight viewed as [C_out, C * 3]. At a few frames per call this is a GEMV, where
     cuDNN's conv spent most of its time converting layouts (about 0.1 ms per 80 ms on an H100).
     """
     windows = x.unfold(1, conv.kernel_size[0], conv.stride[0])  # [B, T_out, C, 3]
-    flat = windows.reshape(*windows.shape[:2], -1)  # [B, T_out, C * 3], index c * 3 + j
-    return F.linear(flat, conv.weight.view(conv.out_channels, -1), conv.bias)
+    flat = windows.reshape(-1, windows.shape[2] * windows.shape[3])  # [B T_out, C * 3], index c * 3 + j
+    weight = conv.weight.view(conv.out_channels, -1)  # [C_out, C * 3]
+    if kernels.active(flat) and flat.dtype != torch.float32:
+        # The GEMV, 8 frames at a time, rather than cuBLAS: inside CUDA graphs every capture
+        # stream gets its own 32 MiB cuBLAS workspace, and nothing else in a quantized encoder
+        # needs one.
+        from asr.kernels.gemv import MAX_ROWS, dense_gemv
+
+        chunks = [dense_gemv(rows, weight) for rows in flat.split(MAX_ROWS)]
+        out = (chunks[0] if len(chunks) == 1 else torch.cat(chunks)) + conv.bias
+    else:
+        out = F.linear(flat, weight, conv.bias)
+    return out.view(*windows.shape[:2], conv.out_channels)
 
 
 class AudioEncoder(nn.Module):

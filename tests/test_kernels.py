@@ -157,6 +157,28 @@ def test_dense_gemv(M, dtype):
         dense_gemv(torch.zeros(9, K, dtype=dtype, device=DEVICE), w.to(DEVICE))
 
 
+@pytest.mark.parametrize(("stride", "frames"), [(1, 18), (2, 17), (2, 3)])
+@pytest.mark.parametrize("use_kernels", [True, False])
+def test_conv_stem_as_matmul_equals_conv1d(stride, frames, use_kernels):
+    """The encoder's causal convs run as matmuls over time-major windows (GEMV chunks of 8 rows
+    on the kernel path, F.linear otherwise): against torch's conv1d in float32 on the same bf16
+    values, within the output rounding. 18 frames at stride 1 give 16 rows: two GEMV chunks."""
+    from asr.encoder import _causal_conv
+
+    gen = torch.Generator().manual_seed(frames)
+    conv = torch.nn.Conv1d(24, 40, kernel_size=3, stride=stride).to(DEVICE, torch.bfloat16)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(40, 24, 3, generator=gen))
+        conv.bias.copy_(torch.randn(40, generator=gen))
+    x = torch.randn(1, frames, 24, generator=gen).to(DEVICE, torch.bfloat16)  # [B, T, C]
+    want = F.conv1d(x.float().transpose(1, 2), conv.weight.float(), conv.bias.float(), stride=stride)
+    want = want.transpose(1, 2).cpu()  # [B, T_out, C_out]
+    with contextlib.nullcontext() if use_kernels else kernels.disabled():
+        got = _causal_conv(conv, x).float().cpu()
+    assert got.shape == want.shape == (1, (frames - 3) // stride + 1, 40)
+    assert (got - want).abs().max() <= 2**-7 * want.abs().max()
+
+
 @pytest.mark.parametrize("preset", ["wrap"])
 def test_stream_with_kernels_matches_the_reference_path(tiny_models, preset):
     """End to end in bf16: fused projections and the kernels (norms, RoPE + ring write, split-KV
