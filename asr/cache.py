@@ -57,11 +57,18 @@ class RingKVCache:
         self._slots = positions % self.slots
         self.slot_pos.index_copy_(0, self._slots, positions)
 
-    def mask(self, positions: torch.Tensor) -> torch.Tensor:
-        """Boolean [T, S]: query p sees keys with p - W < pos <= p; empty slots have pos = -1."""
+    def mask(self, positions: torch.Tensor, group: int = 1) -> torch.Tensor:
+        """Boolean [group * T, F]: query p sees keys with p - W < pos <= p; empty slots have pos = -1.
+
+        Rows repeat the T queries ``group`` times (GQA folded into query rows: row g T + t is
+        query t). F = S on CUDA; on CPU only the F slots written so far (slots fill in order, and
+        the position is on the host), so attention can skip the never-written tail.
+        """
+        filled = self.slots if positions.is_cuda else min(int(positions[-1]) + 1, self.slots)
         qp = positions[:, None]
-        kp = self.slot_pos[None, :]
-        return (kp >= 0) & (kp <= qp) & (kp > qp - self.window)
+        kp = self.slot_pos[None, :filled]
+        visible = (kp >= 0) & (kp <= qp) & (kp > qp - self.window)  # [T, F]
+        return visible if group == 1 else visible.repeat(group, 1)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this layer's new k, v [B, Hkv, T, D]; return the ring's keys, values [B, Hkv, S, D]."""

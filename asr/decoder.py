@@ -110,7 +110,8 @@ class TextDecoder(nn.Module):
         of the last position."""
         cos, sin = self.rotary.cos_sin(positions, x.dtype)
         cache.begin(positions)
-        mask = None if kernels.active(x) else cache.mask(positions)  # one mask for every layer
+        group = self.cfg.n_heads // self.cfg.n_kv_heads
+        mask = None if kernels.active(x) else cache.mask(positions, group)  # one mask for every layer
         h, delta, bias = x, None, None  # the residual stream; a sublayer output (and bias) not yet added
         for i, layer in enumerate(self.layers):
             h, normed = layer.attention_norm.add(h, delta, bias=bias)

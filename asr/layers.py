@@ -148,8 +148,9 @@ class CachedAttention(nn.Module):
         cache: RingKVCache,
         layer: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: [B, T, dim]; cos/sin: [T, head_dim]; positions [T]; mask [T, S] from ``cache.mask``
-        (None on the kernel path) -> ([B, T, dim], wo's bias still to add: see ``project``)."""
+        """x: [B, T, dim]; cos/sin: [T, head_dim]; positions [T]; mask [G T, F] from
+        ``cache.mask(positions, G)``, G = n_heads / n_kv_heads (None on the kernel path)
+        -> ([B, T, dim], wo's bias still to add: see ``project``)."""
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.wqkv is not None and B == 1 and kernels.active(x):
@@ -168,13 +169,12 @@ class CachedAttention(nn.Module):
         v = v.view(B, T, Hkv, D).transpose(1, 2)  # [B, Hkv, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         keys, values = cache.update(layer, k, v)  # [B, Hkv, S, D]
-        if mask is None:
-            mask = cache.mask(positions)
-        if not positions.is_cuda:  # slots fill in order: skip the never-written tail (no sync on CPU)
-            filled = min(int(positions[-1]) + 1, keys.shape[2])
-            keys, values, mask = keys[:, :, :filled], values[:, :, :filled], mask[:, :filled]
         # GQA as plain attention: the G query heads of a KV head become G x T query rows, so no
         # backend copies keys per query head. [B, H, T, D] -> [B, Hkv, G T, D]
         G = H // Hkv
-        out = F.scaled_dot_product_attention(q.reshape(B, Hkv, G * T, D), keys, values, attn_mask=mask.repeat(G, 1))
+        if mask is None:
+            mask = cache.mask(positions, G)
+        filled = mask.shape[-1]  # on CPU the mask leaves out never-written slots: so do the keys
+        keys, values = keys[:, :, :filled], values[:, :, :filled]
+        out = F.scaled_dot_product_attention(q.reshape(B, Hkv, G * T, D), keys, values, attn_mask=mask)
         return project(self.wo, out.view(B, H, T, D).transpose(1, 2).reshape(B, T, H * D))
