@@ -1,8 +1,9 @@
 """Causal audio encoder ("whisper_encoder") and the adapter to the decoder width.
 
 mel [B, 128, 8n] -> conv stem (causal, left padding only, state carried between chunks; run as
-two matmuls over time-major windows) -> [B, 4n, 1280] at 50 Hz -> 32 pre-norm layers with sliding-window (750) attention
--> final norm -> group 4 frames -> [B, n, 5120] -> Linear, GELU, Linear -> [B, n, 3072].
+two matmuls over time-major windows) -> [B, 4n, 1280] at 50 Hz -> 32 pre-norm layers with
+sliding-window (750) attention -> final norm -> group 4 frames -> [B, n, 5120] -> Linear, GELU,
+Linear -> [B, n, 3072].
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from asr import kernels
 from asr.cache import RingKVCache
 from asr.config import EncoderConfig, ModelConfig
 from asr.layers import CachedAttention, RMSNorm, Rotary, SwiGLU
+from asr.quant.fast import dense_gemv_applies
 
 # Encoder positions per call at most: 64 audio tokens (5.12 s) of 4 positions. Bounds the
 # activations of one call and is the KV ring's slack (asr/cache.py).
@@ -62,7 +64,7 @@ def _causal_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     windows = x.unfold(1, conv.kernel_size[0], conv.stride[0])  # [B, T_out, C, 3]
     flat = windows.reshape(-1, windows.shape[2] * windows.shape[3])  # [B T_out, C * 3], index c * 3 + j
     weight = conv.weight.view(conv.out_channels, -1)  # [C_out, C * 3]
-    if kernels.active(flat) and flat.dtype != torch.float32:
+    if dense_gemv_applies(flat, weight):
         # The GEMV, 8 frames at a time, rather than cuBLAS: inside CUDA graphs every capture
         # stream gets its own 32 MiB cuBLAS workspace, and nothing else in a quantized encoder
         # needs one.

@@ -40,10 +40,15 @@ MAX_GEMV_ROWS = 8  # Int8Linear uses the Triton GEMV up to this many input rows
 DENSE_GEMV_ROWS = 1
 
 
+def dense_gemv_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the dense Triton GEMV can multiply x by weight: kernel path, bf16/fp16, same dtype."""
+    return kernels.active(x) and x.dtype == weight.dtype != torch.float32
+
+
 def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, through the dense Triton GEMV when x is a single row on the kernel path."""
     n_rows = x.numel() // x.shape[-1]
-    if n_rows <= DENSE_GEMV_ROWS and kernels.active(x) and x.dtype == weight.dtype != torch.float32:
+    if n_rows <= DENSE_GEMV_ROWS and dense_gemv_applies(x, weight):
         from asr.kernels.gemv import dense_gemv
 
         y = dense_gemv(x.reshape(n_rows, -1), weight).view(*x.shape[:-1], weight.shape[0])
