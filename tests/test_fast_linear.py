@@ -15,6 +15,7 @@ import torch
 from gguf import GGMLQuantizationType, dequantize
 
 import asr.quant.fast as fast
+from asr import kernels
 from asr.quant import QLinear, QuantizedTensor
 from asr.quant.fast import DenseLinear, Int4Linear, Int8Linear, fast_linear
 from asr.quant.types import QUANT_TYPES_BY_NAME
@@ -22,6 +23,7 @@ from tests.gguf_fixtures import random_quant_bytes
 
 INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 INT8_TYPES = ("Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0")
+SCALE_STORAGE = {"Q5_0": torch.float16, "Q5_1": torch.float16, "Q8_0": torch.float16, "Q6_K": torch.int8}
 
 
 def _weight(name: str, rows: int, n_in: int, seed: int = 0) -> tuple[QuantizedTensor, torch.Tensor]:
@@ -92,6 +94,15 @@ def test_int8_form_is_exact(name):
     assert torch.equal(layer.rows(index), truth[index])
     x = torch.randn(20, 512)  # more rows than the GEMV takes: the expanded-rows path
     assert torch.allclose(layer(x), x @ truth.T, rtol=1e-5, atol=1e-5)
+    # Scales are stored as compactly as stays exact: the file's float16 d, or Q6_K's int8
+    # sub-scales with a float16 block scale (the exact dense_weight above covers their values).
+    assert layer.scale.dtype == SCALE_STORAGE.get(name, layer.scale.dtype)
+    assert (layer.block_scale is not None) == (name == "Q6_K")
+    if kernels.interpreting():  # the Triton GEMV reads the same storage (on CUDA: test_cuda_int8_form)
+        with kernels.on_cpu():
+            got = layer(x[:3])
+        want = x[:3] @ truth.T  # float32 both sides: only the summation order differs
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
 @pytest.mark.parametrize(("name", "dtype", "kind"), [

@@ -8,7 +8,7 @@ own BLOCK_N output rows and walk K, so each weight byte is read exactly once wha
 * ``dense_gemv``: bf16/fp16 weight [N, K]. Partial products stay in fp32 registers
   ([M, BLOCK_N, BLOCK_K], or reduced per tile) and are summed over K once, at the end.
 * ``int8_gemv``: ``y[m, n] = sum_g scale[n, g] * (code[n, g] . x[m, g]) + offset[n, g] * sum(x[m, g])``
-  over groups of G values (Q5_x, Q6_K, Q8_0 as exact int8 codes with float32 group scales), so
+  over groups of G values (Q5_x, Q6_K, Q8_0 as exact int8 codes with exact group scales), so
   the weights are the file's values (the dense reference rounds them to bf16 first).
 """
 
@@ -81,53 +81,70 @@ def _pad(m: int) -> int:
     return 1 << (m - 1).bit_length()
 
 
-_INT8_TILES = ((16, 512, 4), (8, 512, 4), (32, 256, 4), (16, 1024, 8), (32, 512, 8), (64, 256, 8), (8, 1024, 4),
-          (4, 1024, 4))  # BLOCK_N, BLOCK_K, warps
-_INT8_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w) for bn, bk, w in _INT8_TILES]
+# BLOCK_N, BLOCK_K, warps, stages.
+_INT8_TILES = ((16, 512, 4, 1), (8, 512, 4, 1), (32, 256, 4, 1), (16, 1024, 8, 1), (32, 512, 8, 1), (8, 1024, 4, 1),
+               (4, 1024, 4, 1), (4, 2048, 8, 1), (16, 512, 4, 3), (8, 1024, 4, 3))  # fmt: skip
+_INT8_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+                 for bn, bk, w, s in _INT8_TILES]  # fmt: skip
 
 
 # The interpreter has no timer to tune with: one fixed tile there.
 @triton.autotune(configs=_INT8_CONFIGS[:1] if interpreting() else _INT8_CONFIGS,
-                 key=["N", "K", "M_PAD", "G", "HAS_OFFSET"])  # fmt: skip
+                 key=["N", "K", "M_PAD", "G", "HAS_OFFSET", "SUPER"])  # fmt: skip
 @triton.jit
-def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, y_ptr, M, N, K, G: tl.constexpr, M_PAD: tl.constexpr,
-                      HAS_OFFSET: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, d_ptr, o_ptr, y_ptr, M, N, K, G: tl.constexpr, M_PAD: tl.constexpr,
+                      HAS_OFFSET: tl.constexpr, SUPER: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_K: tl.constexpr):  # fmt: skip
+    # The codes are loaded as [BN, GPB, G] straight from memory (no reshape, which costs a trip
+    # through shared memory), each group's dot product is reduced within its thread, and the
+    # scaled group sums stay in registers as [M_PAD, BN, GPB] until the end: no cross-thread
+    # reduction inside the K loop.
     GPB: tl.constexpr = BLOCK_K // G  # groups per K block
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
     row_ok = rows < N
     n_groups = K // G
     ms = tl.arange(0, M_PAD)
-    acc = tl.zeros((M_PAD, BLOCK_N), tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        codes = tl.load(w_ptr + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0)
-        codes = tl.reshape(codes.to(tl.float32), (BLOCK_N, GPB, G))
-        gs = k0 // G + tl.arange(0, GPB)
-        g_mask = row_ok[:, None] & (gs < n_groups)[None, :]
-        scale = tl.load(s_ptr + rows[:, None] * n_groups + gs[None, :], mask=g_mask, other=0.0)  # [BN, GPB]
+    in_group = tl.arange(0, G)
+    acc = tl.zeros((M_PAD, BLOCK_N, GPB), tl.float32)
+    for g0 in range(0, n_groups, GPB):
+        gs = g0 + tl.arange(0, GPB)  # [GPB]
+        g_ok = gs < n_groups
+        ks = gs[:, None] * G + in_group[None, :]  # [GPB, G]
+        w_mask = row_ok[:, None, None] & g_ok[None, :, None]
+        codes = tl.load(w_ptr + rows[:, None, None] * K + ks[None, :, :], mask=w_mask, other=0).to(tl.float32)
+        s_mask = row_ok[:, None] & g_ok[None, :]
+        scale = tl.load(s_ptr + rows[:, None] * n_groups + gs[None, :], mask=s_mask, other=0).to(tl.float32)
+        if SUPER:  # int8 sub-scale times the block's scale, exact in fp32 (f16 x int8)
+            d = tl.load(d_ptr + rows[:, None] * (n_groups // SUPER) + (gs // SUPER)[None, :], mask=s_mask, other=0.0)
+            scale *= d.to(tl.float32)  # [BN, GPB]
         if HAS_OFFSET:
-            offset = tl.load(o_ptr + rows[:, None] * n_groups + gs[None, :], mask=g_mask, other=0.0)
+            offset = tl.load(o_ptr + rows[:, None] * n_groups + gs[None, :], mask=s_mask, other=0.0)
         for m in tl.static_range(M_PAD):
-            x = tl.load(x_ptr + m * K + ks, mask=k_ok & (m < M), other=0.0).to(tl.float32)
-            x = tl.reshape(x, (GPB, G))
-            # Integer codes times x within a group, then the group's scale: sum_g s_g * (q_g . x_g).
-            part = tl.sum(scale * tl.sum(codes * x[None, :, :], axis=2), axis=1)  # [BN]
+            x = tl.load(x_ptr + m * K + ks, mask=g_ok[:, None] & (m < M), other=0.0).to(tl.float32)  # [GPB, G]
+            # Integer codes times x within a group, then the group's scale: s_g * (q_g . x_g).
+            part = scale * tl.sum(codes * x[None, :, :], axis=2)  # [BN, GPB]
             if HAS_OFFSET:
-                part += tl.sum(offset * tl.sum(x, axis=1)[None, :], axis=1)
-            acc += tl.where(ms[:, None] == m, part[None, :], 0.0)
-    y = round_to(acc, y_ptr.dtype.element_ty)
+                part += offset * tl.sum(x, axis=1)[None, :]
+            acc += tl.where(ms[:, None, None] == m, part[None, :, :], 0.0)
+    y = round_to(tl.sum(acc, axis=2), y_ptr.dtype.element_ty)  # [M_PAD, BN]
     tl.store(y_ptr + ms[:, None] * N + rows[None, :], y, mask=(ms < M)[:, None] & row_ok[None, :])
 
 
 def int8_gemv(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None,
-              group: int) -> torch.Tensor:  # fmt: skip
-    """x [M <= 8, K] times int8 codes [N, K] with f32 scale/offset [N, K/group] -> [M, N] in x's dtype."""
+              group: int, block_scale: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """x [M <= 8, K] times int8 codes [N, K] -> [M, N] in x's dtype.
+
+    Group g of row n is ``scale[n, g] * codes + offset[n, g]``, with scale and offset [N, K/group]
+    in float32 or float16. With ``block_scale`` [N, K/block] the scale is int8 sub-scales instead,
+    each multiplied by its block's scale (Q6_K).
+    """
     M, K = x.shape
     N = codes.shape[0]
     m_pad = _pad(M)
+    super_ = 0 if block_scale is None else (K // group) // block_scale.shape[1]
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    _int8_gemv_kernel[grid](x.contiguous(), codes, scale, scale if offset is None else offset, y, M, N, K,
-                            G=group, M_PAD=m_pad, HAS_OFFSET=offset is not None)  # fmt: skip
+    _int8_gemv_kernel[grid](x.contiguous(), codes, scale, scale if block_scale is None else block_scale,
+                            scale if offset is None else offset, y, M, N, K,
+                            G=group, M_PAD=m_pad, HAS_OFFSET=offset is not None, SUPER=super_)  # fmt: skip
     return y

@@ -8,9 +8,10 @@ group scale and offset (performance.md §4 and §8):
   tinygemm int4 layout, group 32, with ``w = (u - 8) * s + z`` where ``u = code - min_code``:
   ``s = scale`` and ``z = (8 - shift) * scale + offset``, rounded to bf16 (relative 2^-9).
   ``torch._weight_int4pack_mm`` on CUDA, ``_weight_int4pack_mm_for_cpu`` on CPU (bf16 only).
-* :class:`Int8Linear`: the other types (Q5_x, Q6_K, Q8_0) as int8 codes with float32 group
-  scales and offsets, which are exact; a Triton GEMV (asr/kernels/gemv.py) runs up to 8 rows,
-  larger inputs (prompt prefill, long encoder chunks) expand a block of rows and use F.linear.
+* :class:`Int8Linear`: the other types (Q5_x, Q6_K, Q8_0) as int8 codes with exact group
+  scales and offsets (float16, float32, or int8 sub-scales of a float16 block scale); a Triton
+  GEMV (asr/kernels/gemv.py) runs up to 8 rows, larger inputs (prompt prefill, long encoder
+  chunks) expand a block of rows and use F.linear.
 * :class:`DenseLinear`: a plain ``nn.Linear`` holding the exact dequantized weight rounded once to
   the compute dtype, where neither kernel applies (CPU bf16 for 5..8-bit types, no Triton), and
   every float weight (BF16 checkpoints). A single input row runs the Triton dense GEMV on CUDA.
@@ -20,6 +21,8 @@ lookup of a tied embedding), so the decoder never needs to know which one it hol
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -156,31 +159,58 @@ def _pack_int4(u: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class Int8Linear(nn.Module):
-    """A 5..8-bit GGUF weight as exact int8 codes with float32 group scales (and offsets)."""
+    """A 5..8-bit GGUF weight as exact int8 codes with exact group scales (and offsets).
+
+    Scales are stored as compactly as stays exact, since the GEMV reads them with the codes:
+    float16 where the file's scales are float16 values (Q8_0, Q5_0, Q5_1: half of float32's
+    bytes), int8 sub-scales times a float16 block scale for Q6_K (1 byte per 16 codes, not 4),
+    float32 otherwise (Q5_K's d * sc).
+    """
 
     def __init__(self, qweight: QuantizedTensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
         super().__init__()
         self.out_features, self.in_features = qweight.shape
         self.group = qweight.qtype.group
         self.compute_dtype = dtype
-        codes, scales, offsets = [], [], []
+        two_level = qweight.qtype.scale_parts is not None
+        codes, scales, block_scales, offsets = [], [], [], []
         for r0 in range(0, self.out_features, _REPACK_ROWS):
-            c, s, o = qweight.affine_rows(r0, min(self.out_features, r0 + _REPACK_ROWS))
+            r1 = min(self.out_features, r0 + _REPACK_ROWS)
+            c, s, o = qweight.affine_rows(r0, r1)
             codes.append(c.to(torch.int8))
+            if two_level:
+                s, d = qweight.scale_parts_rows(r0, r1)  # int8 [r, K/group], f32 [r, K/block]
+                block_scales.append(d.to(torch.float16))  # a float16 in the file: exact
             scales.append(s)
             offsets.append(o)
         self.register_buffer("codes", torch.cat(codes))  # int8 [N, K]
-        self.register_buffer("scale", torch.cat(scales))  # f32 [N, K/group]
-        self.register_buffer("offset", None if offsets[0] is None else torch.cat(offsets))  # f32 [N, K/group]
+        scale, offset = torch.cat(scales), None if offsets[0] is None else torch.cat(offsets)
+        # [N, K/group]: f16 or f32 scales, or int8 sub-scales when block_scale [N, K/block] is set.
+        self.register_buffer("scale", scale if two_level else _f16_if_exact(scale))
+        self.register_buffer("block_scale", torch.cat(block_scales) if two_level else None)
+        self.register_buffer("offset", None if offset is None else _f16_if_exact(offset))  # [N, K/group]
         self.register_buffer("bias", None if bias is None else bias.to(dtype))
+
+    def _group_scales(self, pick: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """float32 scales [r, K/group] of the rows ``pick`` selects (a slice or an index)."""
+        scale = pick(self.scale).float()
+        if self.block_scale is not None:
+            per_block = scale.shape[1] // self.block_scale.shape[1]
+            scale = scale * pick(self.block_scale).float().repeat_interleave(per_block, dim=1)
+        return scale
+
+    def _values(self, pick: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """The picked rows as exact float32 values, then rounded to ``dtype``: [r, K]."""
+        codes = pick(self.codes)
+        n, groups = codes.shape[0], self.in_features // self.group
+        values = self._group_scales(pick)[:, :, None] * codes.view(n, groups, self.group).float()
+        if self.offset is not None:
+            values = values + pick(self.offset).float()[:, :, None]
+        return values.view(n, self.in_features).to(dtype)
 
     def _expand(self, r0: int, r1: int, dtype: torch.dtype) -> torch.Tensor:
         """Rows r0:r1 as exact float32 values, then rounded to ``dtype``: [r, K]."""
-        n, groups = r1 - r0, self.in_features // self.group
-        values = self.scale[r0:r1, :, None] * self.codes[r0:r1].view(n, groups, self.group).float()
-        if self.offset is not None:
-            values = values + self.offset[r0:r1, :, None]
-        return values.view(n, self.in_features).to(dtype)
+        return self._values(lambda t: t[r0:r1], dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
         return self._forward(x, self.bias)
@@ -194,7 +224,7 @@ class Int8Linear(nn.Module):
         if flat.shape[0] <= MAX_GEMV_ROWS and kernels.active(flat):
             from asr.kernels.gemv import int8_gemv
 
-            y = int8_gemv(flat, self.codes, self.scale, self.offset, self.group)
+            y = int8_gemv(flat, self.codes, self.scale, self.offset, self.group, self.block_scale)
             y = y if bias is None else y + bias
             return y.view(*x.shape[:-1], self.out_features)
         y = torch.empty(flat.shape[0], self.out_features, dtype=flat.dtype, device=flat.device)
@@ -209,12 +239,14 @@ class Int8Linear(nn.Module):
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """Embedding lookup: index [...] -> exact rows [..., in] in the compute dtype."""
         flat = index.reshape(-1)
-        n, groups = flat.numel(), self.in_features // self.group
-        codes = self.codes.index_select(0, flat).view(n, groups, self.group).float()
-        values = self.scale.index_select(0, flat)[:, :, None] * codes
-        if self.offset is not None:
-            values = values + self.offset.index_select(0, flat)[:, :, None]
-        return values.view(*index.shape, self.in_features).to(self.compute_dtype)
+        values = self._values(lambda t: t.index_select(0, flat), self.compute_dtype)
+        return values.view(*index.shape, self.in_features)
+
+
+def _f16_if_exact(values: torch.Tensor) -> torch.Tensor:
+    """float32 -> float16 when every value survives the round trip (then half the bytes), else as is."""
+    half = values.to(torch.float16)
+    return half if torch.equal(half.float(), values) else values
 
 
 def fast_linear(layer: QLinear, keep_rows: bool = False) -> nn.Module:

@@ -84,6 +84,14 @@ class QuantizedTensor:
         return (codes.reshape(rows, n_in), scale.reshape(rows, groups),
                 None if offset is None else offset.reshape(rows, groups))  # fmt: skip
 
+    def scale_parts_rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``start:stop`` of a ``scale_parts`` type: int8 sub-scales [r, in/group] and f32 block
+        scales [r, in/block_size], whose products are ``affine_rows``' scales exactly."""
+        qtype, n_in, rows = self.qtype, self.shape[-1], stop - start
+        blocks = self.data[start:stop].reshape(rows * (n_in // qtype.block_size), qtype.type_size)
+        sub, d = qtype.scale_parts(blocks)
+        return sub.reshape(rows, n_in // qtype.group), d.reshape(rows, n_in // qtype.block_size)
+
     def dequantize(self, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> torch.Tensor:
         """The full weight as a dense tensor of ``shape`` (exact in float32, then cast to ``dtype``)."""

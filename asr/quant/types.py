@@ -47,6 +47,10 @@ class QuantType:
     split: Callable[[torch.Tensor], Affine] | None = None  # quantized types: blocks -> codes, scale, offset
     group: int = 0  # values sharing one scale (and offset)
     code_range: tuple[int, int] = (0, 0)  # inclusive range of the integer codes
+    # Types whose group scale is d (one f16 per block) times a small signed integer per group, and
+    # that have no offset: blocks -> (int8 sub-scales [n, groups per block], f32 d [n, 1]). Lets the
+    # int8 GEMV read 1 byte of scale per group instead of 4 (Q6_K: 25 % of the weight's bytes).
+    scale_parts: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     torch_dtype: torch.dtype | None = None  # for float types: the element dtype
 
     @property
@@ -174,6 +178,10 @@ def _q5_k(blocks: torch.Tensor) -> Affine:
     return (_k_nibbles(blocks[:, 48:176]) | (high << 4)).reshape(-1, QK_K), scale, offset
 
 
+def _q6_k_scale_parts(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return blocks[:, 192:208].contiguous().view(torch.int8), _f16(blocks, 208)
+
+
 def _q6_k(blocks: torch.Tensor) -> Affine:
     ql = blocks[:, 0:128].to(torch.int32).reshape(-1, 2, 1, 64)
     low = torch.cat([ql & 0x0F, ql >> 4], dim=2).reshape(-1, 2, 128)  # [n, half, 128]
@@ -181,8 +189,8 @@ def _q6_k(blocks: torch.Tensor) -> Affine:
     shifts = torch.arange(0, 8, 2, device=blocks.device, dtype=torch.int32).view(1, 1, 4, 1)
     high = ((qh >> shifts) & 3).reshape(-1, 2, 128)
     codes = ((low | (high << 4)) - 32).reshape(-1, QK_K)
-    scales = blocks[:, 192:208].contiguous().view(torch.int8).to(torch.float32)  # [n, 16]
-    return codes, _f16(blocks, 208) * scales, None
+    sub, d = _q6_k_scale_parts(blocks)  # int8 [n, 16], f32 [n, 1]
+    return codes, d * sub.to(torch.float32), None
 
 
 _ALL = [
@@ -196,7 +204,8 @@ _ALL = [
     QuantType("Q8_0", 8, 32, 34, split=_q8_0, group=32, code_range=(-128, 127)),
     QuantType("Q4_K", 12, QK_K, 144, split=_q4_k, group=32, code_range=(0, 15)),
     QuantType("Q5_K", 13, QK_K, 176, split=_q5_k, group=32, code_range=(0, 31)),
-    QuantType("Q6_K", 14, QK_K, 210, split=_q6_k, group=16, code_range=(-32, 31)),
+    QuantType("Q6_K", 14, QK_K, 210, split=_q6_k, group=16, code_range=(-32, 31),
+              scale_parts=_q6_k_scale_parts),
 ]
 
 QUANT_TYPES: dict[int, QuantType] = {t.ggml_id: t for t in _ALL}
