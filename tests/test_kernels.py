@@ -157,6 +157,39 @@ def test_dense_gemv(M, dtype):
         dense_gemv(torch.zeros(9, K, dtype=dtype, device=DEVICE), w.to(DEVICE))
 
 
+@pytest.mark.parametrize("kind", ["dense", "int8"])
+def test_every_gemv_tile(kind):
+    """Each tile the GPU autotuner may pick (the interpreter always runs one wide tile), called
+    directly, with N and K that no tile divides and 1 to 8 rows, against a float32 matmul."""
+    import triton
+
+    from asr.kernels import gemv
+
+    gen = torch.Generator().manual_seed(5)
+    N, K, G = 76, 1120 if kind == "dense" else 1056, 32
+    for M in (1, 3, 8):
+        x = torch.randn(M, K, generator=gen).to(torch.bfloat16)
+        y = torch.empty(M, N, dtype=torch.bfloat16, device=DEVICE)
+        if kind == "dense":
+            w = torch.randn(N, K, generator=gen).to(torch.bfloat16)
+            want = x.float() @ w.float().T
+            for bn, bk, warps, reduce_each in gemv._DENSE_TILES:
+                gemv._dense_gemv_kernel.fn[(triton.cdiv(N, bn),)](
+                    x.to(DEVICE), w.to(DEVICE), y, M, N, K, M_PAD=gemv._pad(M), BLOCK_N=bn, BLOCK_K=bk,
+                    REDUCE_EACH=reduce_each, num_warps=warps)  # fmt: skip
+                assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, reduce_each, M)
+        else:
+            codes = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=gen)
+            scale = torch.rand(N, K // G, generator=gen) * 0.01
+            want = x.float() @ (codes.float().view(N, K // G, G) * scale[..., None]).view(N, K).T
+            codes, scale = codes.to(DEVICE), scale.to(DEVICE)
+            for bn, bk, warps, stages in gemv._INT8_TILES:
+                gemv._int8_gemv_kernel.fn[(triton.cdiv(N, bn),)](
+                    x.to(DEVICE), codes, scale, scale, scale, y, M, N, K, G=G, M_PAD=gemv._pad(M), HAS_OFFSET=False,
+                    SUPER=0, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)  # fmt: skip
+                assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, M)
+
+
 @pytest.mark.parametrize(("stride", "frames"), [(1, 18), (2, 17), (2, 3)])
 @pytest.mark.parametrize("use_kernels", [True, False])
 def test_conv_stem_as_matmul_equals_conv1d(stride, frames, use_kernels):

@@ -28,6 +28,10 @@ _DENSE_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "REDUCE_EACH": r}
                   for bn, bk, w, r in _DENSE_TILES]  # fmt: skip
 _MAX_PARTIALS_PER_THREAD = 64
 MAX_ROWS = 8
+# Triton's interpreter (the CPU tests) has no timer to tune with, and runs a launch's programs one
+# after another at a fixed cost each: one wide tile there. tests/test_kernels.py runs every tile
+# of both lists directly, on CPU and CUDA alike.
+_INTERPRETER_TILE = {"BLOCK_N": 64, "BLOCK_K": 256}
 
 
 def _fits_registers(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
@@ -41,8 +45,8 @@ def _fits_registers(configs: list[triton.Config], named_args: dict, **kwargs: ob
     return fits or configs[:1]
 
 
-@triton.autotune(configs=_DENSE_CONFIGS[-1:] if interpreting() else _DENSE_CONFIGS, key=["N", "K", "M_PAD"],
-                 prune_configs_by={"early_config_prune": _fits_registers})  # fmt: skip
+@triton.autotune(configs=[triton.Config({**_INTERPRETER_TILE, "REDUCE_EACH": 1})] if interpreting() else _DENSE_CONFIGS,
+                 key=["N", "K", "M_PAD"], prune_configs_by={"early_config_prune": _fits_registers})  # fmt: skip
 @triton.jit
 def _dense_gemv_kernel(x_ptr, w_ptr, y_ptr, M, N, K, M_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
                        BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr):  # fmt: skip
@@ -88,8 +92,7 @@ _INT8_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_
                  for bn, bk, w, s in _INT8_TILES]  # fmt: skip
 
 
-# The interpreter has no timer to tune with: one fixed tile there.
-@triton.autotune(configs=_INT8_CONFIGS[:1] if interpreting() else _INT8_CONFIGS,
+@triton.autotune(configs=[triton.Config(_INTERPRETER_TILE)] if interpreting() else _INT8_CONFIGS,
                  key=["N", "K", "M_PAD", "G", "HAS_OFFSET", "SUPER"])  # fmt: skip
 @triton.jit
 def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, d_ptr, o_ptr, y_ptr, M, N, K, G: tl.constexpr, M_PAD: tl.constexpr,
