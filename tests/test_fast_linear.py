@@ -23,7 +23,9 @@ from tests.gguf_fixtures import random_quant_bytes
 
 INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 INT8_TYPES = ("Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0")
-SCALE_STORAGE = {"Q5_0": torch.float16, "Q5_1": torch.float16, "Q8_0": torch.float16, "Q6_K": torch.int8}
+# Q5_K's d * sc is not a float16 value in general (nor in these random blocks): it stays float32.
+SCALE_STORAGE = {"Q5_0": torch.float16, "Q5_1": torch.float16, "Q8_0": torch.float16, "Q6_K": torch.int8,
+                 "Q5_K": torch.float32}  # fmt: skip
 
 
 def _weight(name: str, rows: int, n_in: int, seed: int = 0) -> tuple[QuantizedTensor, torch.Tensor]:
@@ -96,7 +98,7 @@ def test_int8_form_is_exact(name):
     assert torch.allclose(layer(x), x @ truth.T, rtol=1e-5, atol=1e-5)
     # Scales are stored as compactly as stays exact: the file's float16 d, or Q6_K's int8
     # sub-scales with a float16 block scale (the exact dense_weight above covers their values).
-    assert layer.scale.dtype == SCALE_STORAGE.get(name, layer.scale.dtype)
+    assert layer.scale.dtype == SCALE_STORAGE[name]
     assert (layer.block_scale is not None) == (name == "Q6_K")
     if kernels.interpreting():  # the Triton GEMV reads the same storage (on CUDA: test_cuda_int8_form)
         with kernels.on_cpu():

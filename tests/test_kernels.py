@@ -169,13 +169,15 @@ def test_every_gemv_tile(kind):
     N, K, G = 76, 1120 if kind == "dense" else 1056, 32
     for M in (1, 3, 8):
         x = torch.randn(M, K, generator=gen).to(torch.bfloat16)
+        x_dev = x.to(DEVICE)
         y = torch.empty(M, N, dtype=torch.bfloat16, device=DEVICE)
         if kind == "dense":
             w = torch.randn(N, K, generator=gen).to(torch.bfloat16)
             want = x.float() @ w.float().T
+            w = w.to(DEVICE)
             for bn, bk, warps, reduce_each in gemv._DENSE_TILES:
                 gemv._dense_gemv_kernel.fn[(triton.cdiv(N, bn),)](
-                    x.to(DEVICE), w.to(DEVICE), y, M, N, K, M_PAD=gemv._pad(M), BLOCK_N=bn, BLOCK_K=bk,
+                    x_dev, w, y, M, N, K, M_PAD=gemv._pad(M), BLOCK_N=bn, BLOCK_K=bk,
                     REDUCE_EACH=reduce_each, num_warps=warps)  # fmt: skip
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, reduce_each, M)
         else:
@@ -185,7 +187,7 @@ def test_every_gemv_tile(kind):
             codes, scale = codes.to(DEVICE), scale.to(DEVICE)
             for bn, bk, warps, stages in gemv._INT8_TILES:
                 gemv._int8_gemv_kernel.fn[(triton.cdiv(N, bn),)](
-                    x.to(DEVICE), codes, scale, scale, scale, y, M, N, K, G=G, M_PAD=gemv._pad(M), HAS_OFFSET=False,
+                    x_dev, codes, scale, scale, scale, y, M, N, K, G=G, M_PAD=gemv._pad(M), HAS_OFFSET=False,
                     SUPER=0, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)  # fmt: skip
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, M)
 

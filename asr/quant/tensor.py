@@ -75,11 +75,15 @@ class QuantizedTensor:
             values = self.qtype.dequantize_blocks(blocks).reshape(r1 - r0, n_in)  # f32
             out[r0 - start : r1 - start].copy_(values)
 
+    def _row_blocks(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` as one block per row of the result: u8 [r * blocks_per_row, type_size]."""
+        qtype = self.qtype
+        return self.data[start:stop].reshape((stop - start) * (self.shape[-1] // qtype.block_size), qtype.type_size)
+
     def affine_rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Rows ``start:stop`` as integer codes int32 [r, in] with float32 scale and offset [r, in/group]."""
         qtype, n_in, rows = self.qtype, self.shape[-1], stop - start
-        blocks = self.data[start:stop].reshape(rows * (n_in // qtype.block_size), qtype.type_size)
-        codes, scale, offset = qtype.split(blocks)
+        codes, scale, offset = qtype.split(self._row_blocks(start, stop))
         groups = n_in // qtype.group
         return (codes.reshape(rows, n_in), scale.reshape(rows, groups),
                 None if offset is None else offset.reshape(rows, groups))  # fmt: skip
@@ -88,8 +92,7 @@ class QuantizedTensor:
         """Rows ``start:stop`` of a ``scale_parts`` type: int8 sub-scales [r, in/group] and f32 block
         scales [r, in/block_size], whose products are ``affine_rows``' scales exactly."""
         qtype, n_in, rows = self.qtype, self.shape[-1], stop - start
-        blocks = self.data[start:stop].reshape(rows * (n_in // qtype.block_size), qtype.type_size)
-        sub, d = qtype.scale_parts(blocks)
+        sub, d = qtype.scale_parts(self._row_blocks(start, stop))
         return sub.reshape(rows, n_in // qtype.group), d.reshape(rows, n_in // qtype.block_size)
 
     def dequantize(self, dtype: torch.dtype = torch.float32,
