@@ -16,6 +16,7 @@ import torch
 
 from asr.audio import SAMPLE_RATE, SAMPLES_PER_TOKEN
 from asr.runtime import Model
+from asr.stream import StreamingSession
 
 
 @dataclass
@@ -39,18 +40,25 @@ class BenchResult:
     memory: dict[str, float] = field(default_factory=dict)  # GB
     reference_step_ms: float | None = None  # transformers, per step, same weights and device
     speedup: float | None = None
+    # ``profile_steps`` more steps under torch.profiler (not in the figures above): GPU time per
+    # kernel on CUDA, self CPU time per operator on CPU, per step, largest first.
+    profile_steps: int = 0
+    profile_busy_ms: float | None = None  # the sum of the rows (on CUDA: the GPU's busy time per step)
+    profile: list[dict] = field(default_factory=list)  # {"name", "us_per_step", "calls_per_step"}
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: float = 0.0,
-              weights: str = "", context: int = 0, chunk_ms: int = 80) -> BenchResult:  # fmt: skip
-    """Stream ``seconds`` of noise after ``context`` untimed steps, ``chunk_ms`` of audio per feed."""
+def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: float = 0.0, weights: str = "",
+              context: int = 0, chunk_ms: int = 80, profile_steps: int = 0) -> BenchResult:  # fmt: skip
+    """Stream ``seconds`` of noise after ``context`` untimed steps, ``chunk_ms`` of audio per feed,
+    then ``profile_steps`` more under the profiler."""
     rng = np.random.default_rng(0)
     first = (delay_ms // 80 + 1) * SAMPLES_PER_TOKEN + 40  # the samples that complete the prompt
     warm = first + context * SAMPLES_PER_TOKEN
-    audio = (rng.standard_normal(warm + int(seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
+    timed_end = warm + int(seconds * SAMPLE_RATE)
+    audio = (rng.standard_normal(timed_end + profile_steps * SAMPLES_PER_TOKEN) * 0.05).astype(np.float32)
     chunk = chunk_ms * SAMPLE_RATE // 1000
     # Warm-up stream: kernel autotuning and lazy library setup happen once per process, not per
     # stream, so they stay out of the figures (each stream still captures its own CUDA graphs).
@@ -69,13 +77,13 @@ def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: 
     session.stats.encoder_ms.clear()
     session.stats.decoder_ms.clear()
     wall0 = time.perf_counter()
-    for start in range(warm, len(audio), chunk):
-        session.feed(audio[start : start + chunk])
+    for start in range(warm, timed_end, chunk):
+        session.feed(audio[start : min(start + chunk, timed_end)])
     wall = time.perf_counter() - wall0
     enc = np.asarray(session.stats.encoder_ms)
     dec = np.asarray(session.stats.decoder_ms)
     steps = len(dec)
-    return BenchResult(
+    result = BenchResult(
         device=str(model.device),
         device_name=_device_name(model.device),
         weights=weights or model.info.name,
@@ -89,11 +97,54 @@ def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: 
         decoder_ms_p50=_pct(dec, 50),
         decoder_ms_p99=_pct(dec, 99),
         total_ms_p50=_pct(enc, 50) + _pct(dec, 50),
-        rtf=wall / max(1e-9, (len(audio) - warm) / SAMPLE_RATE),
+        rtf=wall / max(1e-9, (timed_end - warm) / SAMPLE_RATE),
         context=context,
         chunk_ms=chunk_ms,
         memory=memory_report(model.device),
     )
+    if profile_steps:
+        chunks = [audio[start : start + chunk] for start in range(timed_end, len(audio), chunk)]
+        rows, n_steps = profile_feeds(session, chunks, model.device)
+        result.profile_steps = n_steps
+        result.profile = [asdict(row) for row in rows]
+        result.profile_busy_ms = sum(row.us_per_step for row in rows) / 1000.0
+    return result
+
+
+@dataclass
+class OpTime:
+    name: str  # a CUDA kernel's name, or a CPU operator's
+    us_per_step: float
+    calls_per_step: float
+
+
+def profile_feeds(session: StreamingSession, chunks: list[np.ndarray], device: torch.device
+                  ) -> tuple[list[OpTime], int]:  # fmt: skip
+    """Feed ``chunks`` under torch.profiler -> (time per kernel or operator per decoder step,
+    largest first; decoder steps run). On CUDA the rows are GPU kernels, CUDA-graph replays
+    included; on CPU each operator's self time (its children's excluded, so rows add up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    steps_before = session.stats.steps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for chunk in chunks:
+            session.feed(chunk)
+        _sync(device)
+    steps = max(1, session.stats.steps - steps_before)
+    totals: dict[str, list[float]] = {}
+    if device.type == "cuda":
+        for event in prof.events():
+            if event.device_type.name == "CUDA":
+                entry = totals.setdefault(event.name, [0.0, 0])
+                entry[0] += event.device_time_total
+                entry[1] += 1
+    else:
+        for op in prof.key_averages():
+            if op.self_cpu_time_total > 0:
+                totals[op.key] = [op.self_cpu_time_total, op.count]
+    rows = [OpTime(name, us / steps, calls / steps) for name, (us, calls) in totals.items()]
+    return sorted(rows, key=lambda row: -row.us_per_step), steps
 
 
 def _pct(values: np.ndarray, q: float) -> float:

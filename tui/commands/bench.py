@@ -9,6 +9,7 @@ import time
 
 # Storage types of --random weights (asr.weights.random; listed here so the CLI starts without torch).
 RANDOM_QUANTS = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+PROFILE_ROWS = 25  # rows of --profile printed (--json has them all)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--delay-ms", type=int, default=480)
     parser.add_argument("--compare-reference", action="store_true",
                         help="also time transformers' implementation on the same weights and device")  # fmt: skip
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="then run STEPS more steps under torch.profiler and list the time per GPU kernel "
+                             "(CPU: per operator), per step")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -54,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.context < 0:
         print("voxcap bench: --context must be 0 or more steps", file=sys.stderr)
         return 2
+    if args.profile < 0:
+        print("voxcap bench: --profile must be 0 or more steps", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     if args.random or not args.model:
         model = load_random_model(args.quant, args.device, args.dtype, fast=not args.reference_path)
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         weights = model.info.name
     load_s = time.perf_counter() - t0
     result = benchmark(model, args.seconds, args.delay_ms, load_s, weights, context=args.context,
-                       chunk_ms=args.chunk_ms)  # fmt: skip
+                       chunk_ms=args.chunk_ms, profile_steps=args.profile)  # fmt: skip
     if args.compare_reference:
         result.reference_step_ms = reference_step_ms(model, delay_ms=args.delay_ms)
         result.speedup = result.reference_step_ms / result.total_ms_p50
@@ -89,3 +96,8 @@ def _print(r: object) -> None:
     if r.reference_step_ms is not None:
         print(f"  transformers        {r.reference_step_ms:8.3f} ms per step (encoder + decoder)  -> voxcap is "
               f"{r.speedup:.1f}x faster")
+    if r.profile:
+        what = "GPU kernels" if r.device.startswith("cuda") else "CPU operators (self time)"
+        print(f"  profile             {r.profile_busy_ms:8.3f} ms per step in {what}, over {r.profile_steps} steps:")
+        for row in r.profile[:PROFILE_ROWS]:
+            print(f"    {row['us_per_step']:9.1f} us {row['calls_per_step']:6.1f} calls  {row['name'][:90]}")

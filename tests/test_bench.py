@@ -1,0 +1,79 @@
+"""``voxcap bench`` end to end on a tiny model on CPU: what it reports, its profile, its errors.
+
+The figures themselves are not asserted (the suite never times anything); their consistency is:
+the step count matches the audio streamed, the total is encoder plus decoder, the profile's rows
+add up to its busy time and are the operators that really ran.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tui.cli import main
+
+
+def bench(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(["bench", *args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_json_report_is_consistent(tiny_model_dir, capsys) -> None:
+    rc, out, _ = bench(capsys, "--model", str(tiny_model_dir), "--compute-device", "cpu", "--seconds", "1.2",
+                       "--context", "5", "--json")  # fmt: skip
+    assert rc == 0
+    r = json.loads(out)
+    assert r["device"] == "cpu" and r["delay_ms"] == 480 and r["context"] == 5
+    assert r["steps"] == 15  # 1.2 s of 80 ms steps, timed after the 5 context steps
+    assert 0 < r["encoder_ms_p50"] <= r["encoder_ms_p99"] and 0 < r["decoder_ms_p50"] <= r["decoder_ms_p99"]
+    assert r["total_ms_p50"] == pytest.approx(r["encoder_ms_p50"] + r["decoder_ms_p50"])
+    assert r["first_token_ms"] > 0 and r["load_s"] > 0 and r["rtf"] > 0
+    assert r["memory"]["process_rss"] > 0
+    assert r["profile"] == [] and r["profile_busy_ms"] is None  # no --profile
+
+
+def test_profile_lists_the_operators_that_ran(tiny_model_dir, capsys) -> None:
+    rc, out, _ = bench(capsys, "--model", str(tiny_model_dir), "--compute-device", "cpu", "--seconds", "0.8",
+                       "--profile", "4", "--json")  # fmt: skip
+    assert rc == 0
+    r = json.loads(out)
+    assert r["steps"] == 10  # the profiled steps are not in the timed figures
+    assert r["profile_steps"] == 4
+    rows = r["profile"]
+    times = [row["us_per_step"] for row in rows]
+    assert times == sorted(times, reverse=True) and times[-1] > 0
+    assert r["profile_busy_ms"] == pytest.approx(sum(times) / 1000)
+    names = {row["name"] for row in rows}
+    # The tiny model's linear layers and attention ran on CPU: their operators must be there.
+    assert {"aten::mm", "aten::addmm"} & names
+    assert any("scaled_dot_product" in name for name in names)
+    # And the text report prints the table.
+    rc, text, _ = bench(capsys, "--model", str(tiny_model_dir), "--compute-device", "cpu", "--seconds", "0.4",
+                        "--profile", "2")  # fmt: skip
+    assert rc == 0
+    assert "CPU operators (self time), over 2 steps" in text
+    assert "aten::" in text.split("profile", 1)[1]
+
+
+@pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
+def test_compare_reference_reports_the_ratio(tiny_model_dir, capsys) -> None:
+    """transformers' implementation timed on the same tiny weights and device, and the ratio."""
+    rc, out, _ = bench(capsys, "--model", str(tiny_model_dir), "--compute-device", "cpu", "--seconds", "0.4",
+                       "--compare-reference", "--json")  # fmt: skip
+    assert rc == 0
+    r = json.loads(out)
+    assert r["reference_step_ms"] > 0
+    assert r["speedup"] == pytest.approx(r["reference_step_ms"] / r["total_ms_p50"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--chunk-ms", "15"], "--chunk-ms must be a positive multiple of 10"),
+    (["--context", "-1"], "--context must be 0 or more steps"),
+    (["--profile", "-2"], "--profile must be 0 or more steps"),
+])  # fmt: skip
+def test_bad_arguments_are_named(capsys, args, message) -> None:
+    rc, out, err = bench(capsys, "--random", "--quant", "q4_0", "--compute-device", "cpu", *args)
+    assert rc == 2 and out == ""
+    assert message in err and "Traceback" not in err
