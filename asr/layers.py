@@ -124,8 +124,8 @@ class CachedAttention(nn.Module):
     """Causal sliding-window attention over a ring-buffer KV cache (GQA when n_kv_heads < n_heads).
 
     After loading, ``asr/fuse.py`` may replace wq, wk and wv by one ``wqkv`` (output
-    ``[q | k | v]``). With the fused projection on CUDA the step runs three kernels: the
-    projection, RoPE plus the ring write, and split-KV attention (asr/kernels/attention.py).
+    ``[q | k | v]``). With the fused projection on CUDA the step runs the projection and split-KV
+    attention, which also rotates q and k and writes the ring (asr/kernels/attention.py).
     """
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, head_dim: int, biases: bool) -> None:
@@ -154,11 +154,11 @@ class CachedAttention(nn.Module):
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.wqkv is not None and B == 1 and kernels.active(x):
-            from asr.kernels.attention import attention, rope_store
+            from asr.kernels.attention import attention
 
             qkv, qkv_bias = project(self.wqkv, x)  # [1, T, (H + 2 Hkv) D]
-            q = rope_store(qkv, cos, sin, positions, cache.k[layer], cache.v[layer], H, Hkv, qkv_bias)  # [1, T, H, D]
-            out = attention(q, cache.k[layer], cache.v[layer], cache.slot_pos, positions, cache.window)
+            out = attention(qkv, qkv_bias, cos, sin, positions, cache.k[layer], cache.v[layer], cache.slot_pos,
+                            cache.window, H)  # fmt: skip  # [1, T, H, D]; the new keys and values are in the ring
             return project(self.wo, out.view(1, T, H * D))
         if self.wqkv is not None:
             q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)

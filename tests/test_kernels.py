@@ -79,17 +79,20 @@ def _ring(n_kv: int, slots: int, dim: int, filled_to: int, dtype: torch.dtype, s
 CASES = [  # heads, kv heads, head dim, window, slack, new positions T, first new position
     (4, 2, 16, 23, 64, 1, 0),  # the very first step
     (4, 2, 16, 23, 64, 1, 500),  # wrapped many times
-    (4, 2, 16, 23, 64, 39, 0),  # a prompt prefill
+    (4, 2, 16, 23, 64, 39, 0),  # a prompt prefill: 78 query rows, 5 blocks of them
     (6, 2, 64, 300, 64, 1, 290),  # GQA 3:1, several splits, not yet wrapped
     (4, 4, 64, 13, 256, 8, 40),  # the encoder: no GQA, a chunk of 2 tokens, wrapped
+    (4, 4, 64, 300, 256, 8, 252),  # new slots 252..259 straddle two splits
     (32, 8, 128, 2048, 64, 1, 1000),  # the real decoder's heads, part-filled
 ]
 
 
 @pytest.mark.parametrize(("H", "HKV", "D", "W", "slack", "T", "p0"), CASES)
-def test_rope_store_and_split_kv_attention(H, HKV, D, W, slack, T, p0):
-    """RoPE and the ring write bit for bit (with a projection bias when T > 1: the encoder's)."""
-    from asr.kernels.attention import attention, rope_store
+def test_split_kv_attention_with_rope_and_ring_write(H, HKV, D, W, slack, T, p0):
+    """The ring after the call holds the rotated new keys and the values bit for bit (with a
+    projection bias when T > 1: the encoder's), every other slot untouched; the output is
+    attention over that ring within bf16 output rounding."""
+    from asr.kernels.attention import attention
 
     dtype, slots = torch.bfloat16, W + slack
     k_ring, v_ring, slot_pos = _ring(HKV, slots, D, p0, dtype, seed=p0 + T)
@@ -107,15 +110,13 @@ def test_rope_store_and_split_kv_attention(H, HKV, D, W, slack, T, p0):
     k_ref.index_copy_(2, positions % slots, k_new)
     v_ref.index_copy_(2, positions % slots, v_new.view(1, T, HKV, D).transpose(1, 2))
 
-    q = rope_store(qkv, cos, sin, positions, k_ring, v_ring, H, HKV, bias)
-    assert torch.equal(q.transpose(1, 2), q_ref)
+    got = attention(qkv, bias, cos, sin, positions, k_ring, v_ring, slot_pos, W, H).float()
     assert torch.equal(k_ring, k_ref) and torch.equal(v_ring, v_ref)
 
     kp, qp = slot_pos[None, :], positions[:, None]
     mask = (kp >= 0) & (kp <= qp) & (kp > qp - W)
     want = F.scaled_dot_product_attention(q_ref.float(), k_ref.float(), v_ref.float(), attn_mask=mask,
                                           enable_gqa=HKV != H).transpose(1, 2)  # fmt: skip
-    got = attention(q, k_ring, v_ring, slot_pos, positions, W).float()
     # bf16 output rounding (2^-9 relative) is the whole difference: both accumulate in fp32.
     assert (got - want).abs().max() <= 2**-8 * want.abs().max() + 1e-6
 

@@ -1,20 +1,24 @@
-"""RoPE fused with the KV-ring write, and split-KV attention over a ring-buffer cache.
+"""Split-KV attention over a ring-buffer cache, with RoPE and the ring write of the new keys.
 
-``rope_store`` takes the fused q|k|v projection of T new positions, rotates q and k (in the
-reference's bf16 rounding order: x*cos, rot*sin, their sum, each rounded), returns q and writes
-the rotated k and v into the ring slots ``position % slots``.
+``attention`` takes the fused q|k|v projection of T new positions. Each program rotates its
+query rows on load (in the reference's bf16 rounding order: x*cos, rot*sin, their sum, each
+rounded), and the programs of the split that holds a new position's ring slot
+(``position % slots``) rotate its key and write it, with its value, before reading the split:
+no program reads a slot another program writes, so RoPE and the write need no launch of their
+own.
 
-``attention`` is flash-decoding: the ring's slots are cut into splits of ``SPLIT`` keys, one
-program per (KV head, block of query rows, split) keeps an online softmax over its keys, and a
-second kernel merges the splits. At batch 1 a one-query decode step has only 8 KV heads; SDPA's
-flash kernel runs one block per head and uses 8 of an H100's 132 SMs (performance.md §3), here
-every split is a block. Splits past the filled part of the ring exit at once, so a stream that
-has used 2048 positions pays for 2048 keys whatever the window. All G = H/Hkv query heads of a
-KV head, for all T positions, are the rows of one tile, so each key is read once per step.
+The attention itself is flash-decoding: the ring's slots are cut into splits of ``SPLIT`` keys,
+one program per (KV head, block of query rows, split) keeps an online softmax over its keys, and
+a second kernel merges the splits. At batch 1 a one-query decode step has only 8 KV heads;
+SDPA's flash kernel runs one block per head and uses 8 of an H100's 132 SMs (performance.md
+§3), here every split is a block. Splits past the filled part of the ring exit at once, so a
+stream that has used 2048 positions pays for 2048 keys whatever the window. All G = H/Hkv query
+heads of a KV head, for all T positions, are the rows of one tile, so each key is read once per
+step.
 
 A key in slot j is visible to the query at position p when ``p - W < slot_pos[j] <= p``; empty
-slots hold -1. The cache has already been written for this forward (write-first, see
-asr/cache.py), so the new keys are in the ring.
+slots hold -1. ``slot_pos`` already names the new positions' slots for this forward
+(write-first, see asr/cache.py).
 """
 
 from __future__ import annotations
@@ -33,75 +37,70 @@ from asr.kernels.rounding import round_to
 SPLIT = 256  # keys per split
 BLOCK_N = 128  # keys per inner step
 BLOCK_R = 16  # query rows per program (tl.dot needs at least 16)
+BLOCK_T = 16  # new positions per step of the ring write
 
 
 @triton.jit
-def _rope_store_kernel(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr,
-                       H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, S, HAS_BIAS: tl.constexpr):  # fmt: skip
-    t = tl.program_id(0)
-    h = tl.program_id(1)  # 0..H-1: query heads, H..H+HKV-1: key heads
-    dt: tl.constexpr = q_ptr.dtype.element_ty
-    width: tl.constexpr = (H + 2 * HKV) * D
+def _rotated(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, t, col, ok, d, D: tl.constexpr, WIDTH: tl.constexpr,
+             HAS_BIAS: tl.constexpr, dt: tl.constexpr):  # fmt: skip
+    """Rows of the projection, plus its bias, rotated: t, col, ok [R] (position index, first column
+    of the head, valid) -> [R, D] in dt, rounded as the reference's ``x*cos + rot(x)*sin`` is."""
     half: tl.constexpr = D // 2
-    offs = tl.arange(0, D)
-    src = qkv_ptr + t * width + h * D
-    x = tl.load(src + offs).to(tl.float32)
-    partner = tl.load(src + (offs + half) % D).to(tl.float32)
+    partner_d = (d + half) % D
+    src = qkv_ptr + (t * WIDTH + col)[:, None]
+    x = tl.load(src + d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+    partner = tl.load(src + partner_d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
     if HAS_BIAS:  # the projection's bias, rounded as ``qkv + bias`` is
-        x = round_to(x + tl.load(bias_ptr + h * D + offs).to(tl.float32), dt).to(tl.float32)
-        partner = round_to(partner + tl.load(bias_ptr + h * D + (offs + half) % D).to(tl.float32), dt).to(tl.float32)
-    rotated = tl.where(offs < half, -partner, partner)
-    cos = tl.load(cos_ptr + t * D + offs).to(tl.float32)
-    sin = tl.load(sin_ptr + t * D + offs).to(tl.float32)
+        x = round_to(x + tl.load(bias_ptr + col[:, None] + d[None, :]).to(tl.float32), dt).to(tl.float32)
+        partner_bias = tl.load(bias_ptr + col[:, None] + partner_d[None, :]).to(tl.float32)
+        partner = round_to(partner + partner_bias, dt).to(tl.float32)
+    rotated = tl.where(d[None, :] < half, -partner, partner)
+    cos = tl.load(cos_ptr + t[:, None] * D + d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+    sin = tl.load(sin_ptr + t[:, None] * D + d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
     a = round_to(x * cos, dt).to(tl.float32)
     b = round_to(rotated * sin, dt).to(tl.float32)
-    y = round_to(a + b, dt)
-    if h < H:
-        tl.store(q_ptr + (t * H + h) * D + offs, y)
-    else:
-        kv = h - H
-        slot = tl.load(pos_ptr + t) % S
-        tl.store(k_ptr + (kv * S + slot) * D + offs, y)
-        v = tl.load(qkv_ptr + t * width + (H + HKV + kv) * D + offs)
-        if HAS_BIAS:
-            v = round_to(v.to(tl.float32) + tl.load(bias_ptr + (H + HKV + kv) * D + offs).to(tl.float32), dt)
-        tl.store(v_ptr + (kv * S + slot) * D + offs, v)
-
-
-def rope_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-               k_cache: torch.Tensor, v_cache: torch.Tensor, n_heads: int, n_kv_heads: int,
-               bias: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """qkv [1, T, (H + 2 Hkv) D] (plus ``bias`` [(H + 2 Hkv) D] if given); cos/sin [T, D];
-    positions [T]; caches [1, Hkv, S, D] -> q [1, T, H, D]."""
-    _, T, width = qkv.shape
-    D = width // (n_heads + 2 * n_kv_heads)
-    qkv = qkv.contiguous()
-    q = torch.empty(1, T, n_heads, D, dtype=qkv.dtype, device=qkv.device)
-    _rope_store_kernel[(T, n_heads + n_kv_heads)](
-        qkv, qkv if bias is None else bias, cos.contiguous(), sin.contiguous(), positions, q, k_cache, v_cache,
-        H=n_heads, HKV=n_kv_heads, D=D, S=k_cache.shape[2], HAS_BIAS=bias is not None, num_warps=1,
-    )  # fmt: skip
-    return q
+    return round_to(a + b, dt)
 
 
 @triton.jit
-def _attention_split_kernel(q_ptr, k_ptr, v_ptr, slot_pos_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, o_ptr,
-                            T, S, window, scale, NS,
-                            H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr,
-                            BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, EXACT_DOT: tl.constexpr,
-                            FINAL: tl.constexpr):  # fmt: skip
+def _attention_split_kernel(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, slot_pos_ptr, pos_ptr, m_ptr, l_ptr,
+                            acc_ptr, o_ptr, T, S, window, scale, NS,
+                            H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr,
+                            BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr,
+                            HAS_BIAS: tl.constexpr, EXACT_DOT: tl.constexpr, FINAL: tl.constexpr):  # fmt: skip
     kv = tl.program_id(0)
     rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # row r = (position r // G, head r % G)
     split = tl.program_id(2)
+    G: tl.constexpr = H // HKV
+    WIDTH: tl.constexpr = (H + 2 * HKV) * D
+    dt: tl.constexpr = k_ptr.dtype.element_ty
     R = T * G
     row_ok = rows < R
     t = rows // G
     head = kv * G + rows % G
     d = tl.arange(0, D)
-    q = tl.load(q_ptr + (t * H + head)[:, None] * D + d[None, :], mask=row_ok[:, None], other=0.0)  # [BR, D]
+    start = split * SPLIT
+    # The new positions' keys (rotated) and values go into their ring slots first, each written by
+    # the programs of the split that holds the slot: those are the only ones that read it, so no
+    # other program waits for the write, and RoPE needs no launch of its own.
+    for t0 in range(0, T, BLOCK_T):
+        ts = t0 + tl.arange(0, BLOCK_T)
+        slot = tl.load(pos_ptr + ts, mask=ts < T, other=0) % S
+        own = (ts < T) & (slot >= start) & (slot < start + SPLIT)
+        at = (kv * S + slot)[:, None] * D + d[None, :]
+        k_col = (H + kv) * D + 0 * ts  # [BT]: every row reads key head kv
+        k_new = _rotated(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, ts, k_col, own, d, D, WIDTH, HAS_BIAS, dt)
+        tl.store(k_ptr + at, k_new, mask=own[:, None])
+        v_col = (H + HKV + kv) * D
+        v_new = tl.load(qkv_ptr + (ts * WIDTH + v_col)[:, None] + d[None, :], mask=own[:, None], other=0.0)
+        if HAS_BIAS:
+            v_bias = tl.load(bias_ptr + v_col + d).to(tl.float32)
+            v_new = round_to(v_new.to(tl.float32) + v_bias[None, :], dt)
+        tl.store(v_ptr + at, v_new, mask=own[:, None])
+    tl.debug_barrier()  # this program's threads read what the others just wrote
+    q = _rotated(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, t, head * D, row_ok, d, D, WIDTH, HAS_BIAS, dt)  # [BR, D]
     q_pos = tl.load(pos_ptr + t, mask=row_ok, other=0)  # [BR]
     filled = tl.minimum(tl.load(pos_ptr + T - 1) + 1, S)  # slots 0..filled-1 have ever been written
-    start = split * SPLIT
     stop = tl.minimum(start + SPLIT, filled)
     m_i = tl.full((BLOCK_R,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_R,), tl.float32)
@@ -165,35 +164,45 @@ def _attention_merge_kernel(m_ptr, l_ptr, acc_ptr, pos_ptr, o_ptr, T, S, NS,
     tl.store(o_ptr + (t * H + head) * D + d, round_to(out, o_ptr.dtype.element_ty))
 
 
-def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_pos: torch.Tensor,
-              positions: torch.Tensor, window: int) -> torch.Tensor:  # fmt: skip
-    """q [1, T, H, D] at ``positions`` [T] over caches [1, Hkv, S, D] -> [1, T, H, D].
+def attention(qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor,
+              positions: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_pos: torch.Tensor,
+              window: int, n_heads: int) -> torch.Tensor:  # fmt: skip
+    """The fused q|k|v projection of T new positions, qkv [1, T, (H + 2 Hkv) D] (plus ``bias``
+    [(H + 2 Hkv) D] if given), with cos/sin [T, D] at ``positions`` [T]: writes the rotated keys
+    and the values into the caches [1, Hkv, S, D] at slots ``positions % S`` and returns the
+    attention output [1, T, H, D].
 
-    Keys are visible when ``positions[t] - window < slot_pos <= positions[t]``; positions must be
-    consecutive (the last one bounds the filled slots).
+    Keys are visible when ``positions[t] - window < slot_pos <= positions[t]`` (``slot_pos``
+    already claims the new slots: asr/cache.py writes first); positions must be consecutive (the
+    last one bounds the filled slots).
     """
-    _, T, H, D = q.shape
-    hkv, S = k_cache.shape[1], k_cache.shape[2]
-    G = H // hkv
+    _, T, width = qkv.shape
+    hkv, S, D = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    if width != (n_heads + 2 * hkv) * D:
+        raise ValueError(f"qkv width {width} does not match {n_heads} + 2 x {hkv} heads of {D}")
+    G = n_heads // hkv
     R = T * G
     # Every ring longer than one split is split, the encoder's too: one program per head walking
     # its whole window leaves most SMs idle.
     split = SPLIT if S > SPLIT else triton.cdiv(S, BLOCK_N) * BLOCK_N
     n_splits = triton.cdiv(S, split)
-    out = torch.empty_like(q)
-    m = torch.empty(hkv, R, n_splits, dtype=torch.float32, device=q.device)
+    out = torch.empty(1, T, n_heads, D, dtype=qkv.dtype, device=qkv.device)
+    m = torch.empty(hkv, R, n_splits, dtype=torch.float32, device=qkv.device)
     l_part = torch.empty_like(m)
-    acc = torch.empty(hkv, R, n_splits if n_splits > 1 else 0, D, dtype=torch.float32, device=q.device)
+    acc = torch.empty(hkv, R, n_splits if n_splits > 1 else 0, D, dtype=torch.float32, device=qkv.device)
+    qkv = qkv.contiguous()
     _attention_split_kernel[(hkv, triton.cdiv(R, BLOCK_R), n_splits)](
-        q, k_cache, v_cache, slot_pos, positions, m, l_part, acc, out, T, S, window, 1.0 / math.sqrt(D), n_splits,
-        H=H, G=G, D=D, SPLIT=split, BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R, num_warps=4, FINAL=n_splits == 1,
+        qkv, qkv if bias is None else bias, cos.contiguous(), sin.contiguous(), k_cache, v_cache, slot_pos, positions,
+        m, l_part, acc, out, T, S, window, 1.0 / math.sqrt(D), n_splits,
+        H=n_heads, HKV=hkv, D=D, SPLIT=split, BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R, BLOCK_T=BLOCK_T,
+        HAS_BIAS=bias is not None, FINAL=n_splits == 1, num_warps=4,
         # float32 models get float32 products (tl.dot would use TF32); so does the CPU interpreter,
         # which cannot multiply bf16 tiles.
-        EXACT_DOT=not q.is_cuda or q.dtype == torch.float32,
+        EXACT_DOT=not qkv.is_cuda or qkv.dtype == torch.float32,
     )  # fmt: skip
     if n_splits > 1:
         _attention_merge_kernel[(hkv, R)](
             m, l_part, acc, positions, out, T, S, n_splits,
-            H=H, G=G, D=D, SPLIT=split, NS_BLOCK=triton.next_power_of_2(n_splits), num_warps=1,
+            H=n_heads, G=G, D=D, SPLIT=split, NS_BLOCK=triton.next_power_of_2(n_splits), num_warps=1,
         )  # fmt: skip
     return out

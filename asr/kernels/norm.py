@@ -21,6 +21,11 @@ def _rmsnorm_kernel(x_ptr, d_ptr, b_ptr, h_ptr, w_ptr, s_ptr, y_ptr, D, eps, HAS
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK_D)
     mask = offs < D
+    # Every load first: the gain and scale do not depend on the row's statistics, and issued
+    # after the reduction (its barrier) they would cost a second trip to memory.
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
+    if HAS_SCALE:
+        s = tl.load(s_ptr + offs, mask=mask, other=0.0)
     x = tl.load(x_ptr + row * D + offs, mask=mask, other=0.0)
     if HAS_DELTA:  # the residual add, rounded to the model dtype as ``x + (delta + bias)`` is
         delta = tl.load(d_ptr + row * D + offs, mask=mask, other=0.0)
@@ -33,10 +38,8 @@ def _rmsnorm_kernel(x_ptr, d_ptr, b_ptr, h_ptr, w_ptr, s_ptr, y_ptr, D, eps, HAS
     mean_sq = tl.sum(x * x, axis=0) / D
     dt: tl.constexpr = y_ptr.dtype.element_ty
     normed = round_to(x * (1.0 / tl.sqrt_rn(mean_sq + eps)), dt)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
     y = round_to(w.to(tl.float32) * normed.to(tl.float32), dt)
     if HAS_SCALE:
-        s = tl.load(s_ptr + offs, mask=mask, other=0.0)
         y = round_to(y.to(tl.float32) * s.to(tl.float32), dt)
     tl.store(y_ptr + row * D + offs, y, mask=mask)
 
