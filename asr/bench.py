@@ -58,8 +58,11 @@ def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: 
     first = (delay_ms // 80 + 1) * SAMPLES_PER_TOKEN + 40  # the samples that complete the prompt
     warm = first + context * SAMPLES_PER_TOKEN
     timed_end = warm + int(seconds * SAMPLE_RATE)
-    audio = (rng.standard_normal(timed_end + profile_steps * SAMPLES_PER_TOKEN) * 0.05).astype(np.float32)
     chunk = chunk_ms * SAMPLE_RATE // 1000
+    # Whole chunks only: a short last chunk would ask the encoder for a token count whose graph was
+    # never captured, and the capture would land in the profile.
+    profiled = -(-profile_steps * SAMPLES_PER_TOKEN // chunk) * chunk
+    audio = (rng.standard_normal(timed_end + profiled) * 0.05).astype(np.float32)
     # Warm-up stream: kernel autotuning and lazy library setup happen once per process, not per
     # stream, so they stay out of the figures (each stream still captures its own CUDA graphs).
     warmup = model.stream(delay_ms)
@@ -122,7 +125,9 @@ def profile_feeds(session: StreamingSession, chunks: list[np.ndarray], device: t
                   ) -> tuple[list[OpTime], int]:  # fmt: skip
     """Feed ``chunks`` under torch.profiler -> (time per kernel or operator per decoder step,
     largest first; decoder steps run). On CUDA the rows are GPU kernels, CUDA-graph replays
-    included; on CPU each operator's self time (its children's excluded, so rows add up)."""
+    included; on CPU each operator's self time (its children's excluded, so rows add up). Rows
+    are by name: a Triton kernel's specialisations share one. A rollover inside the window (an
+    EOS) would bring the new stream's prompt and graph capture into it."""
     from torch.profiler import ProfilerActivity, profile
 
     steps_before = session.stats.steps
@@ -131,7 +136,7 @@ def profile_feeds(session: StreamingSession, chunks: list[np.ndarray], device: t
         for chunk in chunks:
             session.feed(chunk)
         _sync(device)
-    steps = max(1, session.stats.steps - steps_before)
+    steps = session.stats.steps - steps_before
     totals: dict[str, list[float]] = {}
     if device.type == "cuda":
         for event in prof.events():
@@ -143,7 +148,8 @@ def profile_feeds(session: StreamingSession, chunks: list[np.ndarray], device: t
         for op in prof.key_averages():
             if op.self_cpu_time_total > 0:
                 totals[op.key] = [op.self_cpu_time_total, op.count]
-    rows = [OpTime(name, us / steps, calls / steps) for name, (us, calls) in totals.items()]
+    per = max(1, steps)
+    rows = [OpTime(name, us / per, calls / per) for name, (us, calls) in totals.items()]
     return sorted(rows, key=lambda row: -row.us_per_step), steps
 
 

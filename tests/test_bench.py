@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tui.cli import main
 
@@ -55,6 +56,29 @@ def test_profile_lists_the_operators_that_ran(tiny_model_dir, capsys) -> None:
     assert rc == 0
     assert "CPU operators (self time), over 2 steps" in text
     assert "aten::" in text.split("profile", 1)[1]
+
+
+def test_profile_feeds_whole_chunks(tiny_model_dir, capsys) -> None:
+    """3 profiled steps in 160 ms feeds: rounded up to two whole feeds (a short one would need an
+    encoder graph never captured, whose capture would be profiled), so 4 steps."""
+    rc, out, _ = bench(capsys, "--model", str(tiny_model_dir), "--compute-device", "cpu", "--seconds", "0.64",
+                       "--chunk-ms", "160", "--profile", "3", "--json")  # fmt: skip
+    assert rc == 0
+    r = json.loads(out)
+    assert (r["steps"], r["profile_steps"]) == (8, 4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_profile_lists_the_graphed_kernels(tiny_model_dir, capsys) -> None:
+    """On CUDA the rows are GPU kernels replayed from the step graphs: voxcap's Triton kernels."""
+    rc, out, _ = bench(capsys, "--model", str(tiny_model_dir), "--seconds", "0.8", "--profile", "5", "--json")
+    assert rc == 0
+    r = json.loads(out)
+    assert r["device"].startswith("cuda") and r["profile_steps"] == 5
+    names = {row["name"] for row in r["profile"]}
+    assert {"_attention_split_kernel", "_rmsnorm_kernel"} <= names
+    assert 0 < r["profile_busy_ms"] < r["total_ms_p50"] * 10
 
 
 @pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")

@@ -76,31 +76,37 @@ def _ring(n_kv: int, slots: int, dim: int, filled_to: int, dtype: torch.dtype, s
     return k, v, slot_pos.to(DEVICE)
 
 
-CASES = [  # heads, kv heads, head dim, window, slack, new positions T, first new position
-    (4, 2, 16, 23, 64, 1, 0),  # the very first step
-    (4, 2, 16, 23, 64, 1, 500),  # wrapped many times
-    (4, 2, 16, 23, 64, 39, 0),  # a prompt prefill: 78 query rows, 5 blocks of them
-    (6, 2, 64, 300, 64, 1, 290),  # GQA 3:1, several splits, not yet wrapped
-    (4, 4, 64, 13, 256, 8, 40),  # the encoder: no GQA, a chunk of 2 tokens, wrapped
-    (4, 4, 64, 300, 256, 8, 252),  # new slots 252..259 straddle two splits
-    (32, 8, 128, 2048, 64, 1, 1000),  # the real decoder's heads, part-filled
+BF16, F32 = torch.bfloat16, torch.float32
+CASES = [  # heads, kv heads, head dim, window, slack, new positions T, first new position, bias, dtype
+    (4, 2, 16, 23, 64, 1, 0, False, BF16),  # the very first step
+    (4, 2, 16, 23, 64, 1, 500, False, BF16),  # wrapped many times
+    (4, 2, 16, 23, 64, 39, 0, True, BF16),  # a prompt prefill: 78 query rows, 5 blocks of them
+    (6, 2, 64, 300, 64, 1, 290, False, BF16),  # GQA 3:1, several splits, not yet wrapped
+    (4, 4, 64, 13, 256, 8, 40, True, BF16),  # the encoder: no GQA, a chunk of 2 tokens, wrapped
+    (4, 4, 64, 300, 256, 8, 252, True, BF16),  # new slots 252..259 straddle two splits
+    # 39 new positions whose slots run past the ring's end (344..363, then 0..18), over two
+    # splits, written by each of 10 row blocks of each split.
+    (8, 2, 64, 300, 64, 39, 708, True, BF16),
+    (4, 2, 64, 300, 64, 1, 420, True, BF16),  # one position with a bias
+    (4, 2, 64, 300, 64, 8, 700, True, F32),  # float32: exact products, float32 ring
+    (32, 8, 128, 2048, 64, 1, 1000, False, BF16),  # the real decoder's heads, part-filled
 ]
 
 
-@pytest.mark.parametrize(("H", "HKV", "D", "W", "slack", "T", "p0"), CASES)
-def test_split_kv_attention_with_rope_and_ring_write(H, HKV, D, W, slack, T, p0):
-    """The ring after the call holds the rotated new keys and the values bit for bit (with a
-    projection bias when T > 1: the encoder's), every other slot untouched; the output is
-    attention over that ring within bf16 output rounding."""
+@pytest.mark.parametrize(("H", "HKV", "D", "W", "slack", "T", "p0", "with_bias", "dtype"), CASES)
+def test_split_kv_attention_with_rope_and_ring_write(H, HKV, D, W, slack, T, p0, with_bias, dtype):
+    """The ring after the call holds the rotated new keys and the values bit for bit (plus the
+    projection's bias where given: the encoder's), every other slot untouched; the output is
+    attention over that ring within the output rounding."""
     from asr.kernels.attention import attention
 
-    dtype, slots = torch.bfloat16, W + slack
+    slots = W + slack
     k_ring, v_ring, slot_pos = _ring(HKV, slots, D, p0, dtype, seed=p0 + T)
     positions = torch.arange(p0, p0 + T, device=DEVICE)
     slot_pos[positions % slots] = positions  # write-first, as RingKVCache.begin does
     gen = torch.Generator().manual_seed(1)
     qkv = torch.randn(1, T, (H + 2 * HKV) * D, generator=gen).to(DEVICE, dtype)
-    bias = torch.randn((H + 2 * HKV) * D, generator=gen).to(DEVICE, dtype) if T > 1 else None
+    bias = torch.randn((H + 2 * HKV) * D, generator=gen).to(DEVICE, dtype) if with_bias else None
     cos, sin = Rotary(D, 1e6).cos_sin(positions, dtype)
     # Reference: add the bias, split, rotate with the PyTorch ops, index_copy into a copy of the ring.
     q_ref, k_new, v_new = (qkv if bias is None else qkv + bias).split([H * D, HKV * D, HKV * D], dim=-1)
@@ -119,6 +125,8 @@ def test_split_kv_attention_with_rope_and_ring_write(H, HKV, D, W, slack, T, p0)
                                           enable_gqa=HKV != H).transpose(1, 2)  # fmt: skip
     # bf16 output rounding (2^-9 relative) is the whole difference: both accumulate in fp32.
     assert (got - want).abs().max() <= 2**-8 * want.abs().max() + 1e-6
+    with pytest.raises(ValueError, match="cache dtype"):
+        attention(qkv, bias, cos, sin, positions, k_ring.half(), v_ring.half(), slot_pos, W, H)
 
 
 @pytest.mark.parametrize("M", [1, 2, 4, 8])

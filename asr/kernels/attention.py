@@ -2,10 +2,11 @@
 
 ``attention`` takes the fused q|k|v projection of T new positions. Each program rotates its
 query rows on load (in the reference's bf16 rounding order: x*cos, rot*sin, their sum, each
-rounded), and the programs of the split that holds a new position's ring slot
-(``position % slots``) rotate its key and write it, with its value, before reading the split:
-no program reads a slot another program writes, so RoPE and the write need no launch of their
-own.
+rounded), and each program of the split that holds a new position's ring slot
+(``position % slots``) rotates that key and writes it, with its value, before reading the
+split. No program waits for another's write: a slot is read only by the programs of its split,
+and each of those wrote it itself (with several blocks of query rows, in a prefill, each block's
+program writes the same bytes). So RoPE and the ring write need no launch of their own.
 
 The attention itself is flash-decoding: the ring's slots are cut into splits of ``SPLIT`` keys,
 one program per (KV head, block of query rows, split) keeps an online softmax over its keys, and
@@ -180,6 +181,10 @@ def attention(qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor, s
     hkv, S, D = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
     if width != (n_heads + 2 * hkv) * D:
         raise ValueError(f"qkv width {width} does not match {n_heads} + 2 x {hkv} heads of {D}")
+    if k_cache.dtype != qkv.dtype or v_cache.dtype != qkv.dtype:  # q is rounded to the cache dtype
+        raise ValueError(f"qkv is {qkv.dtype} but the cache dtype is {k_cache.dtype}/{v_cache.dtype}")
+    if T == 0:
+        raise ValueError("attention needs at least one new position")
     G = n_heads // hkv
     R = T * G
     # Every ring longer than one split is split, the encoder's too: one program per head walking
