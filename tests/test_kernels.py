@@ -93,13 +93,9 @@ CASES = [  # heads, kv heads, head dim, window, slack, new positions T, first ne
 ]
 
 
-@pytest.mark.parametrize(("H", "HKV", "D", "W", "slack", "T", "p0", "with_bias", "dtype"), CASES)
-def test_split_kv_attention_with_rope_and_ring_write(H, HKV, D, W, slack, T, p0, with_bias, dtype):
-    """The ring after the call holds the rotated new keys and the values bit for bit (plus the
-    projection's bias where given: the encoder's), every other slot untouched; the output is
-    attention over that ring within the output rounding."""
-    from asr.kernels.attention import attention
-
+def _attention_case(H, HKV, D, W, slack, T, p0, with_bias, dtype) -> tuple[dict, tuple, torch.Tensor]:
+    """Inputs for ``attention`` (its arguments, the ring not yet written), the ring it must leave
+    (k, v), and the float32 SDPA output over that ring [1, T, H, D]."""
     slots = W + slack
     k_ring, v_ring, slot_pos = _ring(HKV, slots, D, p0, dtype, seed=p0 + T)
     positions = torch.arange(p0, p0 + T, device=DEVICE)
@@ -115,18 +111,53 @@ def test_split_kv_attention_with_rope_and_ring_write(H, HKV, D, W, slack, T, p0,
     k_ref, v_ref = k_ring.clone(), v_ring.clone()
     k_ref.index_copy_(2, positions % slots, k_new)
     v_ref.index_copy_(2, positions % slots, v_new.view(1, T, HKV, D).transpose(1, 2))
-
-    got = attention(qkv, bias, cos, sin, positions, k_ring, v_ring, slot_pos, W, H).float()
-    assert torch.equal(k_ring, k_ref) and torch.equal(v_ring, v_ref)
-
     kp, qp = slot_pos[None, :], positions[:, None]
     mask = (kp >= 0) & (kp <= qp) & (kp > qp - W)
     want = F.scaled_dot_product_attention(q_ref.float(), k_ref.float(), v_ref.float(), attn_mask=mask,
                                           enable_gqa=HKV != H).transpose(1, 2)  # fmt: skip
+    args = dict(qkv=qkv, bias=bias, cos=cos, sin=sin, positions=positions, k_cache=k_ring, v_cache=v_ring,
+                slot_pos=slot_pos, window=W, n_heads=H)  # fmt: skip
+    return args, (k_ref, v_ref), want
+
+
+@pytest.mark.parametrize(("H", "HKV", "D", "W", "slack", "T", "p0", "with_bias", "dtype"), CASES)
+def test_split_kv_attention_with_rope_and_ring_write(H, HKV, D, W, slack, T, p0, with_bias, dtype):
+    """The ring after the call holds the rotated new keys and the values bit for bit (plus the
+    projection's bias where given: the encoder's), every other slot untouched; the output is
+    attention over that ring within the output rounding."""
+    from asr.kernels.attention import attention
+
+    args, (k_ref, v_ref), want = _attention_case(H, HKV, D, W, slack, T, p0, with_bias, dtype)
+    got = attention(**args).float()
+    assert torch.equal(args["k_cache"], k_ref) and torch.equal(args["v_cache"], v_ref)
     # bf16 output rounding (2^-9 relative) is the whole difference: both accumulate in fp32.
     assert (got - want).abs().max() <= 2**-8 * want.abs().max() + 1e-6
     with pytest.raises(ValueError, match="cache dtype"):
-        attention(qkv, bias, cos, sin, positions, k_ring.half(), v_ring.half(), slot_pos, W, H)
+        attention(**{**args, "k_cache": args["k_cache"].half(), "v_cache": args["v_cache"].half()})
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("H", "HKV", "D", "W", "slack", "T", "p0", "with_bias"), [
+    (32, 8, 128, 8192, 64, 64, 8230, False),  # a decoder prefill over 32 splits, wrapping the ring
+    (32, 32, 64, 750, 256, 256, 900, True),  # the largest encoder chunk, 16 row blocks per split
+])  # fmt: skip
+def test_cuda_attention_ring_write_is_race_free(H, HKV, D, W, slack, T, p0, with_bias):
+    """On a real GPU the programs run at once (the interpreter runs them one by one): many
+    row-block programs of each split write the same new slots and read them back. Repeated calls
+    on fresh copies of the ring must all leave it bit-exact and give the same output."""
+    from asr.kernels.attention import attention
+
+    args, (k_ref, v_ref), want = _attention_case(H, HKV, D, W, slack, T, p0, with_bias, torch.bfloat16)
+    k0, v0 = args["k_cache"].clone(), args["v_cache"].clone()
+    first = None
+    for _ in range(20):
+        k_ring, v_ring = k0.clone(), v0.clone()
+        out = attention(**{**args, "k_cache": k_ring, "v_cache": v_ring})
+        assert torch.equal(k_ring, k_ref) and torch.equal(v_ring, v_ref)
+        first = out if first is None else first
+        assert torch.equal(out, first)
+    assert (first.float() - want).abs().max() <= 2**-8 * want.abs().max()
 
 
 @pytest.mark.parametrize("M", [1, 2, 4, 8])
