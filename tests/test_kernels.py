@@ -139,7 +139,7 @@ def test_split_kv_attention_with_rope_and_ring_write(H, HKV, D, W, slack, T, p0,
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize(("H", "HKV", "D", "W", "slack", "T", "p0", "with_bias"), [
-    (32, 8, 128, 8192, 64, 64, 8230, False),  # a decoder prefill over 32 splits, wrapping the ring
+    (32, 8, 128, 8192, 64, 64, 8230, False),  # a decoder prefill over 33 splits, wrapping the ring
     (32, 32, 64, 750, 256, 256, 900, True),  # the largest encoder chunk, 16 row blocks per split
 ])  # fmt: skip
 def test_cuda_attention_ring_write_is_race_free(H, HKV, D, W, slack, T, p0, with_bias):
