@@ -81,6 +81,11 @@ def _attention_split_kernel(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, s
     head = kv * G + rows % G
     d = tl.arange(0, D)
     start = split * SPLIT
+    # The queries' loads go out first: they do not depend on the ring write, so their latency
+    # overlaps it instead of adding to the chain (the barrier below keeps loads from moving up).
+    q = _rotated(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, t, head * D, row_ok, d, D, WIDTH, HAS_BIAS, dt)  # [BR, D]
+    q_pos = tl.load(pos_ptr + t, mask=row_ok, other=0)  # [BR]
+    filled = tl.minimum(tl.load(pos_ptr + T - 1) + 1, S)  # slots 0..filled-1 have ever been written
     # The new positions' keys (rotated) and values go into their ring slots first, each written by
     # the programs of the split that holds the slot: those are the only ones that read it, so no
     # other program waits for the write, and RoPE needs no launch of its own.
@@ -99,9 +104,6 @@ def _attention_split_kernel(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, s
             v_new = round_to(v_new.to(tl.float32) + v_bias[None, :], dt)
         tl.store(v_ptr + at, v_new, mask=own[:, None])
     tl.debug_barrier()  # this program's threads read what the others just wrote
-    q = _rotated(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, t, head * D, row_ok, d, D, WIDTH, HAS_BIAS, dt)  # [BR, D]
-    q_pos = tl.load(pos_ptr + t, mask=row_ok, other=0)  # [BR]
-    filled = tl.minimum(tl.load(pos_ptr + T - 1) + 1, S)  # slots 0..filled-1 have ever been written
     stop = tl.minimum(start + SPLIT, filled)
     m_i = tl.full((BLOCK_R,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_R,), tl.float32)
@@ -204,6 +206,9 @@ def attention(qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor, s
         # float32 models get float32 products (tl.dot would use TF32); so does the CPU interpreter,
         # which cannot multiply bf16 tiles.
         EXACT_DOT=not qkv.is_cuda or qkv.dtype == torch.float32,
+        # A float32 model's rotation must round x*cos and rot(x)*sin separately, as PyTorch does;
+        # the GPU compiler would otherwise contract them into one fma (bf16 rounds in between).
+        **({"enable_fp_fusion": False} if qkv.is_cuda and qkv.dtype == torch.float32 else {}),
     )  # fmt: skip
     if n_splits > 1:
         _attention_merge_kernel[(hkv, R)](
