@@ -6,7 +6,8 @@
   different storage types (a Q6_K wv beside Q4_K wq and wk, say) stay separate.
 * Every ``QLinear`` becomes the fastest exact-code form for its device (asr/quant/fast.py); the
   tied embedding keeps the ability to look up rows. Plain ``nn.Linear`` layers become
-  ``DenseLinear`` (the same weight), whose single-row calls use the dense GEMV.
+  ``DenseLinear`` (the same weight), whose single-row calls use the dense GEMV on CUDA, or on CPU
+  in bf16 ``PackedLinear`` (the same weight packed for oneDNN, the same products).
 
 Fused modules remember their parts (``parts``: name, output size, whether it had a bias) so
 the reference bridge can split them again.
@@ -20,7 +21,7 @@ from torch import nn
 from asr.decoder import QuantizedTiedEmbedding
 from asr.layers import CachedAttention, SwiGLU
 from asr.quant import QLinear, QuantizedTensor
-from asr.quant.fast import DenseLinear, fast_linear
+from asr.quant.fast import dense_form, fast_linear
 
 
 def accelerate(net: nn.Module) -> None:
@@ -41,7 +42,7 @@ def accelerate(net: nn.Module) -> None:
                 setattr(module, name, fast)
             elif type(child) is nn.Linear:
                 bias = None if child.bias is None else child.bias.data
-                setattr(module, name, DenseLinear.of(child.weight.data, bias))
+                setattr(module, name, dense_form(child.weight.data, bias))
 
 
 def _fuse(module: nn.Module, fused_name: str, names: tuple[str, ...]) -> None:
@@ -69,7 +70,7 @@ def _concat_rows(layers: list[nn.Module]) -> nn.Module | None:
         weights = [layer.weight for layer in layers]
         if len({(w.dtype, w.device) for w in weights}) != 1:
             return None
-        return DenseLinear.of(torch.cat([w.data for w in weights]), bias)
+        return dense_form(torch.cat([w.data for w in weights]), bias)
     if all(isinstance(layer, QLinear) for layer in layers):
         qweights = [layer.qweight for layer in layers]
         if len({(q.qtype.ggml_id, q.shape[1], q.device) for q in qweights}) != 1:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from gguf import GGMLQuantizationType, dequantize
 
 import asr.quant.fast as fast
 from asr import kernels
 from asr.quant import QLinear, QuantizedTensor
-from asr.quant.fast import DenseLinear, Int4Linear, Int8Linear, fast_linear
+from asr.quant.fast import DenseLinear, Int4Linear, Int8Linear, PackedLinear, dense_form, fast_linear
 from asr.quant.types import QUANT_TYPES_BY_NAME
 from tests.gguf_fixtures import random_quant_bytes
 
@@ -86,6 +87,51 @@ def test_int4_bias_and_rows_lookup():
     assert torch.equal(dense, _tinygemm_values(qweight).to(torch.bfloat16).float())
 
 
+PLANE_TYPES = ("Q5_0", "Q5_1", "Q5_K", "Q8_0")  # 5..8-bit codes in groups of 32: CPU int4, two planes
+
+
+def _plane_values(qweight: QuantizedTensor) -> torch.Tensor:
+    """What the two-plane int4 layer multiplies by, from the codes: c = 16 h + l with l = c & 15,
+    ``(l - 8) s + z_l + 16 s h`` with s and z_l = 8 s + offset rounded to bf16 (float32 [N, K])."""
+    codes, scale, offset = qweight.affine_rows(0, qweight.shape[0])
+    s = scale.to(torch.bfloat16).float().repeat_interleave(32, dim=1)
+    z = (8 * scale + (0 if offset is None else offset)).to(torch.bfloat16).float().repeat_interleave(32, dim=1)
+    low, high = codes % 16, torch.div(codes, 16, rounding_mode="floor")
+    return (low - 8).float() * s + z + (16 * high).float() * s
+
+
+@pytest.mark.parametrize("name", PLANE_TYPES)
+def test_int4_planes_keep_codes_and_round_only_scales(name):
+    qweight, truth = _weight(name, 96, 512, seed=17)
+    layer = fast_linear(QLinear(qweight, None, torch.bfloat16))
+    assert type(layer) is Int4Linear and layer.planes == 2
+    values = _plane_values(qweight)
+    if qweight.qtype.name in ("Q8_0", "Q5_0"):  # no offset: exactly the codes times the bf16 scale
+        codes, scale, _ = qweight.affine_rows(0, 96)
+        assert torch.equal(values, codes.float() * scale.to(torch.bfloat16).float().repeat_interleave(32, dim=1))
+    assert (values - truth).abs().max() <= 2**-8 * truth.abs().max()
+    assert torch.equal(layer.dense_weight(torch.float32), values.to(torch.bfloat16).float())
+    x = torch.randn(4, 512, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    got = layer(x).float()
+    want = x.float() @ values.T
+    assert (got - want).abs().max() <= 2**-7 * want.abs().max() + 1e-3
+    exact = x.float() @ truth.T
+    assert (got - exact).abs().max() <= 2**-6 * exact.abs().max()
+
+
+def test_int4_planes_bias_rows_and_cuda_refusal():
+    qweight, truth = _weight("Q8_0", 64, 256, seed=19)
+    bias = torch.randn(64)
+    layer = Int4Linear(qweight, bias, keep_rows=True, planes=2)
+    x = torch.randn(1, 256).to(torch.bfloat16)
+    no_bias = Int4Linear(qweight, None, planes=2)
+    assert torch.equal(layer(x), (no_bias(x).float() + bias.to(torch.bfloat16).float()).to(torch.bfloat16))
+    index = torch.tensor([63, 0, 7])
+    assert torch.equal(layer.rows(index).float(), truth[index].to(torch.bfloat16).float())
+    with pytest.raises(ValueError, match="CPU form"):
+        Int4Linear(QuantizedTensor(qweight.data.to("meta"), qweight.qtype, qweight.shape), None, planes=2)
+
+
 @pytest.mark.parametrize("name", INT8_TYPES)
 def test_int8_form_is_exact(name):
     qweight, truth = _weight(name, 48, 512, seed=7)
@@ -110,8 +156,9 @@ def test_int8_form_is_exact(name):
 @pytest.mark.parametrize(("name", "dtype", "kind"), [
     ("Q4_K", torch.bfloat16, Int4Linear),
     ("Q4_0", torch.bfloat16, Int4Linear),
-    ("Q8_0", torch.bfloat16, DenseLinear),  # CPU: oneDNN bf16 beats expanding blocks per call
-    ("Q6_K", torch.bfloat16, DenseLinear),
+    ("Q8_0", torch.bfloat16, Int4Linear),  # CPU: two nibble planes, 1 byte per weight (bf16: 2)
+    ("Q5_K", torch.bfloat16, Int4Linear),
+    ("Q6_K", torch.bfloat16, PackedLinear),  # 16-value groups: no int4 group fits, so oneDNN bf16
     ("Q4_K", torch.float32, QLinear),  # float32 on CPU keeps the packed reference (dense would be 16 GB)
 ])  # fmt: skip
 def test_cpu_picks_the_form_by_type_and_dtype(name, dtype, kind):
@@ -120,6 +167,43 @@ def test_cpu_picks_the_form_by_type_and_dtype(name, dtype, kind):
     assert type(layer) is kind
     x = torch.randn(1, 256).to(dtype)
     assert torch.allclose(layer(x).float(), x.float() @ truth.T, rtol=2e-2, atol=2e-2 * truth.abs().max())
+
+
+onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+
+
+@onednn
+@pytest.mark.parametrize("rows", [1, 4, 39])
+def test_packed_dense_weight_gives_f_linear_products_exactly(rows):
+    gen = torch.Generator().manual_seed(rows)
+    weight = (torch.randn(320, 192, generator=gen) * 0.05).to(torch.bfloat16)
+    bias = torch.randn(320, generator=gen).to(torch.bfloat16)
+    layer = dense_form(weight, bias)
+    assert type(layer) is PackedLinear and layer.packed.is_mkldnn
+    x = torch.randn(2, rows, 192, generator=gen).to(torch.bfloat16)
+    assert torch.equal(layer(x), F.linear(x, weight, bias))
+    assert torch.equal(layer.dense_weight(torch.float32), weight.float())
+    with pytest.raises(RuntimeError, match="kept no rows"):
+        layer.rows(torch.tensor([0]))
+
+
+@onednn
+def test_packed_tied_embedding_looks_up_the_files_rows():
+    qweight, truth = _weight("Q6_K", 64, 256, seed=23)
+    layer = fast_linear(QLinear(qweight, None, torch.bfloat16), keep_rows=True)
+    assert type(layer) is PackedLinear
+    index = torch.tensor([[5, 63], [0, 5]])
+    assert torch.equal(layer.rows(index), truth[index].to(torch.bfloat16))
+    x = torch.randn(1, 256).to(torch.bfloat16)
+    assert torch.equal(layer(x), F.linear(x, truth.to(torch.bfloat16)))
+
+
+def test_no_packing_where_the_triton_kernels_run_or_for_float32():
+    weight = torch.randn(64, 32)
+    assert type(dense_form(weight, None)) is DenseLinear  # float32: plain F.linear
+    if kernels.interpreting():  # the CPU tests' interpreter runs the dense GEMV on a DenseLinear's rows
+        with kernels.on_cpu():
+            assert type(dense_form(weight.to(torch.bfloat16), None)) is DenseLinear
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

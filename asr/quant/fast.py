@@ -8,13 +8,20 @@ group scale and offset (performance.md §4 and §8):
   tinygemm int4 layout, group 32, with ``w = (u - 8) * s + z`` where ``u = code - min_code``:
   ``s = scale`` and ``z = (8 - shift) * scale + offset``, rounded to bf16 (relative 2^-9).
   ``torch._weight_int4pack_mm`` on CUDA, ``_weight_int4pack_mm_for_cpu`` on CPU (bf16 only).
+  On CPU, where no int8 group kernel exists, the 5..8-bit types with groups of 32 (Q8_0, Q5_x)
+  go there too as two planes of nibbles (``Int4Linear(planes=2)``): 1 byte per weight where
+  the bf16 expansion reads 2.
 * :class:`Int8Linear`: the other types (Q5_x, Q6_K, Q8_0) as int8 codes with exact group
   scales and offsets (float16, float32, or int8 sub-scales of a float16 block scale); a Triton
   GEMV (asr/kernels/gemv.py) runs up to 8 rows, larger inputs (prompt prefill, long encoder
   chunks) expand a block of rows and use F.linear.
 * :class:`DenseLinear`: a plain ``nn.Linear`` holding the exact dequantized weight rounded once to
-  the compute dtype, where neither kernel applies (CPU bf16 for 5..8-bit types, no Triton), and
-  every float weight (BF16 checkpoints). A single input row runs the Triton dense GEMV on CUDA.
+  the compute dtype, where neither kernel applies (Q6_K on CPU, no Triton), and every float
+  weight (BF16 checkpoints). A single input row runs the Triton dense GEMV on CUDA.
+* :class:`PackedLinear`: on CPU in bf16, the same dense weight in oneDNN's blocked layout, packed
+  once at load (``dense_form``): F.linear re-blocks a plain weight on every call, which at batch 1
+  costs as much as the product (README, CPU benchmarks). Used only where its products are
+  F.linear's bit for bit, checked when packing.
 
 Every form answers ``dense_weight`` (for the reference bridge and tests) and ``rows`` (embedding
 lookup of a tied embedding), so the decoder never needs to know which one it holds.
@@ -31,6 +38,7 @@ from torch import nn
 from asr import kernels
 from asr.quant.linear import QLinear
 from asr.quant.tensor import QuantizedTensor
+from asr.quant.types import QuantType
 
 INT4_GROUP = 32
 # Rows converted per chunk: bounds the int32 temporaries (4096 x 9216 x 4 B = 151 MB). A multiple
@@ -81,6 +89,58 @@ class DenseLinear(nn.Linear):
         return layer
 
 
+class PackedLinear(nn.Module):
+    """A bf16 weight [N, K] held in oneDNN's blocked layout on CPU (see ``dense_form``)."""
+
+    def __init__(self, packed: torch.Tensor, bias: torch.Tensor | None, row_source: QuantizedTensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = packed.shape
+        self.register_buffer("packed", packed)  # an opaque mkldnn tensor: products only
+        self.register_buffer("bias", bias)
+        # A tied embedding also needs rows, which the blocked layout does not give back: keep the
+        # packed GGUF rows for lookups (exact values, rounded once, as the dense weight was).
+        self.register_buffer("row_data", None if row_source is None else row_source.data)
+        self.qtype = None if row_source is None else row_source.qtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        return _onednn_linear(flat, self.packed, self.bias).view(*x.shape[:-1], self.out_features)
+
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.packed.to_dense().to(dtype)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        return _packed_rows(self, index)
+
+
+def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def dense_form(weight: torch.Tensor, bias: torch.Tensor | None, row_source: QuantizedTensor | None = None
+               ) -> nn.Module:  # fmt: skip
+    """The layer for a dense weight [N, K]: :class:`PackedLinear` on CPU in bf16 where this torch
+    and CPU pack for oneDNN and the packed products equal F.linear's exactly (one and four rows,
+    a decoder step and an encoder token, tried once here); :class:`DenseLinear` otherwise, and
+    always where the Triton kernels run (CUDA, or the CPU tests' interpreter)."""
+    bias = None if bias is None else bias.to(weight.dtype)
+    packed = _onednn_packed(weight, bias)
+    return DenseLinear.of(weight, bias) if packed is None else PackedLinear(packed, bias, row_source)
+
+
+def _onednn_packed(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    if (weight.device.type != "cpu" or weight.dtype != torch.bfloat16 or kernels.active(weight)
+            or not torch.backends.mkldnn.is_available()):  # fmt: skip
+        return None
+    probe = torch.randn(4, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+        same = all(torch.equal(_onednn_linear(x, packed, bias), F.linear(x, weight, bias)) for x in (probe[:1], probe))
+    except (RuntimeError, AttributeError, NotImplementedError):  # no such op here, or no bf16 path on this CPU
+        return None
+    return packed if same else None
+
+
 def int4_supported(qtype_codes: tuple[int, int], shape: tuple[int, ...], device: torch.device,
                    dtype: torch.dtype) -> bool:  # fmt: skip
     """Whether tinygemm can hold this weight: 16 code values, bf16 compute, tileable shape."""
@@ -92,29 +152,57 @@ def int4_supported(qtype_codes: tuple[int, int], shape: tuple[int, ...], device:
     return device.type == "cpu"
 
 
+def int4_planes_supported(qtype: QuantType, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the CPU int4 kernel can hold this 5..8-bit weight as two nibble planes: signed codes
+    within int8 (the high nibble is ``code >> 4`` in -8..7) and groups of 32 (so not Q6_K,
+    whose 16-value groups have scales of their own)."""
+    low, high = qtype.code_range
+    return (device.type == "cpu" and dtype == torch.bfloat16 and -128 <= low and high <= 127
+            and qtype.group == INT4_GROUP and shape[1] % INT4_GROUP == 0)  # fmt: skip
+
+
 def _inner_k_tiles(n_in: int) -> int:
     """tinygemm's CUDA layout tiles K by 16 * inner_k_tiles (2, 4 or 8)."""
     return next((t for t in (8, 4, 2) if n_in % (16 * t) == 0), 0)
 
 
 class Int4Linear(nn.Module):
-    """A 4-bit GGUF weight in tinygemm's layout: exact codes, bf16 group scale and zero."""
+    """A GGUF weight in tinygemm's layout: exact codes, bf16 group scale and zero.
 
-    def __init__(self, qweight: QuantizedTensor, bias: torch.Tensor | None, keep_rows: bool = False) -> None:
+    ``planes=1``: a 4-bit type, one nibble per weight. ``planes=2`` (CPU only): a 5..8-bit type
+    whose signed code c is split as ``c = 16 h + l`` (l = c & 15, h = c >> 4), stored as a
+    weight of 2K inputs, l's plane then h's, multiplied by ``[x | x]``: the l plane has scale s and
+    zero ``8 s + offset``, the h plane (stored as h + 8) scale ``16 s`` and zero 0, so without an
+    offset the layer multiplies by exactly ``c * bf16(s)``.
+    """
+
+    def __init__(self, qweight: QuantizedTensor, bias: torch.Tensor | None, keep_rows: bool = False,
+                 planes: int = 1) -> None:  # fmt: skip
         super().__init__()
         self.out_features, self.in_features = qweight.shape
+        self.planes = planes
         device = qweight.device
+        if planes == 2 and device.type != "cpu":
+            raise ValueError("two nibble planes are a CPU form (CUDA runs 5..8-bit codes through the int8 GEMV)")
         shift = -qweight.qtype.code_range[0]  # codes + shift = u in 0..15
         packed, scales_zeros = [], []
         for r0 in range(0, self.out_features, _REPACK_ROWS):
             r1 = min(self.out_features, r0 + _REPACK_ROWS)
             codes, scale, offset = qweight.affine_rows(r0, r1)  # int32 [r, K], f32 [r, K/32]
-            u = codes + shift
-            zero = (8 - shift) * scale if offset is None else (8 - shift) * scale + offset
+            if planes == 1:
+                u = codes + shift
+                zero = (8 - shift) * scale if offset is None else (8 - shift) * scale + offset
+                parts = torch.stack((scale, zero), dim=-1)  # [r, K/32, 2]
+            else:
+                u = torch.cat((codes & 15, (codes >> 4) + 8), dim=1)  # [r, 2K]: l, then h + 8
+                low_zero = 8 * scale if offset is None else 8 * scale + offset
+                low = torch.stack((scale, low_zero), dim=-1)
+                high = torch.stack((16 * scale, torch.zeros_like(scale)), dim=-1)
+                parts = torch.cat((low, high), dim=1)  # [r, 2K/32, 2]
             packed.append(_pack_int4(u, device))
-            scales_zeros.append(torch.stack((scale, zero), dim=-1))  # [r, K/32, 2]
+            scales_zeros.append(parts)
         self.register_buffer("weight", torch.cat(packed))
-        # [K/32, N, 2] bf16, the layout both tinygemm kernels read.
+        # [planes K/32, N, 2] bf16, the layout both tinygemm kernels read.
         self.register_buffer("scales_zeros", torch.cat(scales_zeros).transpose(0, 1).contiguous().to(torch.bfloat16))
         self.register_buffer("bias", None if bias is None else bias.to(torch.bfloat16))
         # A tied embedding also needs single rows, which tinygemm's tiles do not give back: keep
@@ -132,6 +220,8 @@ class Int4Linear(nn.Module):
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:  # [M, in] -> [M, out] bf16
         x = x.to(torch.bfloat16).contiguous()
+        if self.planes == 2:
+            x = torch.cat((x, x), dim=1)  # [M, 2K]: each input meets both planes of its weight
         if x.is_cuda:
             return torch._weight_int4pack_mm(x, self.weight, INT4_GROUP, self.scales_zeros)
         return torch._weight_int4pack_mm_for_cpu(x, self.weight, INT4_GROUP, self.scales_zeros)
@@ -144,10 +234,15 @@ class Int4Linear(nn.Module):
         return torch.cat(columns).T.contiguous().to(dtype)
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        if self.row_data is None:
-            raise RuntimeError("internal error: Int4Linear built without keep_rows cannot look up rows")
-        table = QuantizedTensor(self.row_data, self.qtype, (self.out_features, self.in_features))
-        return table.dequantize_rows(index, torch.bfloat16)
+        return _packed_rows(self, index)
+
+
+def _packed_rows(layer: Int4Linear | PackedLinear, index: torch.Tensor) -> torch.Tensor:
+    """Embedding lookup from the GGUF rows a layer kept (``row_data``): exact values in bf16."""
+    if layer.row_data is None:
+        raise RuntimeError(f"internal error: this {type(layer).__name__} kept no rows for lookups")
+    table = QuantizedTensor(layer.row_data, layer.qtype, (layer.out_features, layer.in_features))
+    return table.dequantize_rows(index, torch.bfloat16)
 
 
 def _pack_int4(u: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -260,6 +355,8 @@ def fast_linear(layer: QLinear, keep_rows: bool = False) -> nn.Module:
         return Int4Linear(qweight, bias, keep_rows)
     if device.type == "cuda" and kernels.triton_available():
         return Int8Linear(qweight, bias, dtype)
+    if int4_planes_supported(qweight.qtype, qweight.shape, device, dtype):
+        return Int4Linear(qweight, bias, keep_rows, planes=2)
     if device.type == "cpu" and dtype != torch.bfloat16:
         return layer  # float32 on CPU: dense copies would need 16 GB; keep the packed reference path
-    return DenseLinear.of(layer.dequantized_weight(dtype), bias)
+    return dense_form(layer.dequantized_weight(dtype), bias, qweight if keep_rows else None)
