@@ -109,10 +109,16 @@ def build_model(
     with torch.device("meta"):
         net = VoxtralRealtime(checkpoint.config)
     weight_bytes = 0
-    # Float tensors first, so a quantized Linear can take over its (float) bias when swapped in.
-    items = sorted(checkpoint.tensors.items(), key=lambda kv: not isinstance(kv[1], torch.Tensor))
-    for name, value in items:
+    # Float tensors first (popped from the end), so a quantized Linear can take over its (float)
+    # bias when swapped in. The tensors move into the network: the checkpoint keeps none, so the
+    # fast path below frees each original once it has packed or fused it (peak memory: one copy,
+    # not two).
+    items = sorted(checkpoint.tensors.items(), key=lambda kv: isinstance(kv[1], torch.Tensor))
+    checkpoint.tensors.clear()
+    while items:
+        name, value = items.pop()
         weight_bytes += _place(net, VoxtralRealtime.module_path(name), value, device, dtype)
+        del value
     leftover = [n for n, p in net.named_parameters() if p.is_meta]
     if leftover:
         raise AsrError(f"internal error: parameters {leftover[:3]} were not loaded")
