@@ -55,12 +55,16 @@ def test_int4_repack_keeps_codes_and_rounds_only_scales(name):
     # The stored codes are the file's: only the group scale and zero moved, by at most 2^-9 relative.
     scale_err = (values - truth).abs().max()
     assert scale_err <= 2**-8 * truth.abs().max(), scale_err
-    layer = Int4Linear(qweight, None)
-    x = torch.randn(3, 512, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    _assert_int4_products(Int4Linear(qweight, None), values, truth, rows=3)
+
+
+def _assert_int4_products(layer, values, truth, rows):
+    """The layer's products: within bf16 output rounding of x times the values it holds (fp32
+    accumulation), and close to the exact file values, within what bf16 scales allow."""
+    x = torch.randn(rows, values.shape[1], generator=torch.Generator().manual_seed(rows)).to(torch.bfloat16)
     got = layer(x).float()
     want = x.float() @ values.T
     assert (got - want).abs().max() <= 2**-7 * want.abs().max() + 1e-3
-    # And close to the exact file values, within what bf16 scales allow.
     exact = x.float() @ truth.T
     assert (got - exact).abs().max() <= 2**-6 * exact.abs().max()
 
@@ -111,12 +115,7 @@ def test_int4_planes_keep_codes_and_round_only_scales(name):
         assert torch.equal(values, codes.float() * scale.to(torch.bfloat16).float().repeat_interleave(32, dim=1))
     assert (values - truth).abs().max() <= 2**-8 * truth.abs().max()
     assert torch.equal(layer.dense_weight(torch.float32), values.to(torch.bfloat16).float())
-    x = torch.randn(4, 512, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
-    got = layer(x).float()
-    want = x.float() @ values.T
-    assert (got - want).abs().max() <= 2**-7 * want.abs().max() + 1e-3
-    exact = x.float() @ truth.T
-    assert (got - exact).abs().max() <= 2**-6 * exact.abs().max()
+    _assert_int4_products(layer, values, truth, rows=4)
 
 
 def test_int4_planes_bias_rows_and_cuda_refusal():
