@@ -150,3 +150,46 @@ def test_parity_has_teeth_against_unquantized_reference(formats):
     worst = max(float((a - b).abs().max()) for a, b in zip(logits, ref_logits, strict=True))
     assert worst > 100 * LOGIT_TOL
     assert np.isfinite(worst)
+
+
+# The CPU fast path in bf16 (repacked forms) against the plain bf16 path on the same file,
+# teacher-forced. Measured on this model (2026-12-07), 100+ steps: the largest logit gap 1.5-1.8 %
+# of the largest logit with int4 forms (their bf16 group scales), 0.4 % for Q6_K, whose matrices
+# all stay dense (packed products equal F.linear's; fused projections sum in another order).
+BF16_FAST_GAP = 2**-4  # of the largest logit
+
+
+@pytest.mark.parametrize("fmt", QUANTIZED_FORMATS)
+def test_cpu_bf16_fast_forms_follow_the_plain_path(formats, fmt: str):
+    """Each quantized type gets its CPU form (Q4 int4, Q8_0/Q5_x int4 planes, Q6_K packed bf16),
+    and the stream stays with the plain path's: logits within the bf16 scale rounding, and an
+    argmax that differs only where the plain path itself has a near-tie."""
+    from asr.model import VoxtralRealtime
+    from asr.quant.fast import Int4Linear, PackedLinear
+    from tests.test_cuda import stream_forced
+
+    _, written = formats
+    model_file = written[fmt]
+    audio = synthetic_speechlike(8.0, seed=5)
+    plain = asr.load_model(model_file.path, device="cpu", dtype=torch.bfloat16, fast=False)
+    ref_ids, ref_logits = stream_forced(plain, audio, 480, forced_ids=None)
+    model = asr.load_model(model_file.path, device="cpu", dtype=torch.bfloat16)
+    # (form, nibble planes) per stored type, checked on the matrices the fusion leaves alone.
+    expected = {"Q4_0": (Int4Linear, 1), "Q4_K": (Int4Linear, 1), "Q8_0": (Int4Linear, 2), "Q5_K": (Int4Linear, 2),
+                "Q6_K": (PackedLinear, None)}  # fmt: skip
+    for name, qtype in model_file.types.items():
+        if qtype.name in expected and name.endswith(("wo.weight", "w2.weight", "tok_embeddings.weight")):
+            module = model.net.get_submodule(VoxtralRealtime.module_path(name).rpartition(".")[0])
+            module = getattr(module, "linear", module)  # a tied embedding holds its linear form
+            form, planes = expected[qtype.name]
+            assert type(module) is form, (fmt, name, type(module).__name__)
+            assert planes is None or module.planes == planes, (fmt, name, module.planes)
+    own, logits = stream_forced(model, audio, 480, forced_ids=ref_ids)
+    assert len(ref_ids) > 100
+    gaps = [float((a - b).abs().max()) for a, b in zip(logits, ref_logits, strict=True)]
+    scale = max(float(a.abs().max()) for a in ref_logits)
+    assert max(gaps) <= BF16_FAST_GAP * scale, (fmt, max(gaps), scale)
+    for step, (mine, theirs) in enumerate(zip(own, ref_ids, strict=True)):
+        if mine != theirs:
+            top = ref_logits[step].topk(2).values
+            assert float(top[0] - top[1]) <= 2 * gaps[step], f"{fmt} step {step}: not a near-tie"
