@@ -190,15 +190,14 @@ class Int4Linear(nn.Module):
             r1 = min(self.out_features, r0 + _REPACK_ROWS)
             codes, scale, offset = qweight.affine_rows(r0, r1)  # int32 [r, K], f32 [r, K/32]
             if planes == 1:
-                u = codes + shift
-                zero = (8 - shift) * scale if offset is None else (8 - shift) * scale + offset
-                parts = torch.stack((scale, zero), dim=-1)  # [r, K/32, 2]
-            else:
-                u = torch.cat((codes & 15, (codes >> 4) + 8), dim=1)  # [r, 2K]: l, then h + 8
-                low_zero = 8 * scale if offset is None else 8 * scale + offset
-                low = torch.stack((scale, low_zero), dim=-1)
+                u, stored_shift = codes + shift, shift
+            else:  # [r, 2K]: l as it is, then h + 8 (the h plane's zero is 0, its scale 16 s)
+                u, stored_shift = torch.cat((codes & 15, (codes >> 4) + 8), dim=1), 0
+            zero = (8 - stored_shift) * scale if offset is None else (8 - stored_shift) * scale + offset
+            parts = torch.stack((scale, zero), dim=-1)  # [r, K/32, 2]
+            if planes == 2:
                 high = torch.stack((16 * scale, torch.zeros_like(scale)), dim=-1)
-                parts = torch.cat((low, high), dim=1)  # [r, 2K/32, 2]
+                parts = torch.cat((parts, high), dim=1)  # [r, 2K/32, 2]
             packed.append(_pack_int4(u, device))
             scales_zeros.append(parts)
         self.register_buffer("weight", torch.cat(packed))
