@@ -44,6 +44,9 @@ class BenchResult:
     # kernel on CUDA, self CPU time per operator on CPU, per step, largest first.
     profile_steps: int = 0
     profile_busy_ms: float | None = None  # the sum of the rows (on CUDA: the GPU's busy time per step)
+    # CUDA: the GPU idle per step between kernels, in gaps shorter than BUBBLE_US (launch latency
+    # inside the graphs); what the timings hold beyond busy + bubbles is host time.
+    profile_bubbles_ms: float | None = None
     profile: list[dict] = field(default_factory=list)  # {"name", "us_per_step", "calls_per_step"}
 
     def as_dict(self) -> dict:
@@ -107,10 +110,12 @@ def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: 
     )
     if profile_steps:
         chunks = [audio[start : start + chunk] for start in range(timed_end, len(audio), chunk)]
-        rows, n_steps = profile_feeds(session, chunks, model.device)
+        rows, n_steps, bubbles_us = profile_feeds(session, chunks, model.device)
         result.profile_steps = n_steps
         result.profile = [asdict(row) for row in rows]
         result.profile_busy_ms = sum(row.us_per_step for row in rows) / 1000.0
+        if bubbles_us is not None:
+            result.profile_bubbles_ms = bubbles_us / max(1, n_steps) / 1000.0
     return result
 
 
@@ -121,10 +126,14 @@ class OpTime:
     calls_per_step: float
 
 
+BUBBLE_US = 20.0  # GPU idle gaps shorter than this are launch latency, longer ones host time
+
+
 def profile_feeds(session: StreamingSession, chunks: list[np.ndarray], device: torch.device
-                  ) -> tuple[list[OpTime], int]:  # fmt: skip
+                  ) -> tuple[list[OpTime], int, float | None]:  # fmt: skip
     """Feed ``chunks`` under torch.profiler -> (time per kernel or operator per decoder step,
-    largest first; decoder steps run). On CUDA the rows are GPU kernels, CUDA-graph replays
+    largest first; decoder steps run; on CUDA the total GPU idle in gaps under ``BUBBLE_US``
+    between kernels, in µs). On CUDA the rows are GPU kernels, CUDA-graph replays
     included; on CPU each operator's self time (its children's excluded, so rows add up). Rows
     are by name: a Triton kernel's specialisations share one. A rollover inside the window (an
     EOS) would bring the new stream's prompt and graph capture into it."""
@@ -138,19 +147,35 @@ def profile_feeds(session: StreamingSession, chunks: list[np.ndarray], device: t
         _sync(device)
     steps = session.stats.steps - steps_before
     totals: dict[str, list[float]] = {}
+    bubbles = None
     if device.type == "cuda":
+        intervals = []
         for event in prof.events():
             if event.device_type.name == "CUDA":
                 entry = totals.setdefault(event.name, [0.0, 0])
                 entry[0] += event.device_time_total
                 entry[1] += 1
+                intervals.append((event.time_range.start, event.time_range.end))
+        bubbles = _short_gaps_us(intervals, BUBBLE_US)
     else:
         for op in prof.key_averages():
             if op.self_cpu_time_total > 0:
                 totals[op.key] = [op.self_cpu_time_total, op.count]
     per = max(1, steps)
     rows = [OpTime(name, us / per, calls / per) for name, (us, calls) in totals.items()]
-    return sorted(rows, key=lambda row: -row.us_per_step), steps
+    return sorted(rows, key=lambda row: -row.us_per_step), steps, bubbles
+
+
+def _short_gaps_us(intervals: list[tuple[float, float]], under_us: float) -> float:
+    """Total idle time between the union of ``intervals`` (start, end in µs), counting gaps
+    shorter than ``under_us`` only."""
+    total, reach = 0.0, None
+    for start, end in sorted(intervals):
+        if reach is not None and start > reach:
+            gap = start - reach
+            total += gap if gap < under_us else 0.0
+        reach = end if reach is None else max(reach, end)
+    return total
 
 
 def _pct(values: np.ndarray, q: float) -> float:

@@ -79,6 +79,18 @@ def test_cuda_profile_lists_the_graphed_kernels(tiny_model_dir, capsys) -> None:
     names = {row["name"] for row in r["profile"]}
     assert {"_attention_split_kernel", "_rmsnorm_kernel"} <= names
     assert 0 < r["profile_busy_ms"] < r["total_ms_p50"] * 10
+    assert 0 <= r["profile_bubbles_ms"] < r["total_ms_p50"] * 10
+
+
+def test_short_gaps_count_idle_between_overlapping_kernels() -> None:
+    """Idle time is measured between the union of kernel intervals; long gaps (host time) are left
+    out."""
+    from asr.bench import _short_gaps_us
+
+    # [0, 10] and [5, 12] overlap, so the gaps are 12..15, 17..18 and 20..100 (too long).
+    intervals = [(18.0, 20.0), (0.0, 10.0), (15.0, 17.0), (5.0, 12.0), (100.0, 101.0)]
+    assert _short_gaps_us(intervals, 20.0) == 4.0
+    assert _short_gaps_us(intervals, 100.0) == 84.0
 
 
 @pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")

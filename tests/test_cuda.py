@@ -154,6 +154,33 @@ def test_cuda_fast_path_every_format(format_files, fmt):
     assert agreement >= FAST_MIN_AGREEMENT
 
 
+@pytest.mark.parametrize("fmt", ["gguf-transcribe-cpp-Q8_0", "gguf-transcribe-cpp-Q4_K_M", "gguf-transcribe-cpp-BF16"])
+def test_cuda_dependent_launches_change_no_bit(format_files, fmt):
+    """Programmatic dependent launch (Hopper) only lets a kernel start while the one before it
+    drains; every read of an activation waits. So graph-replayed streams with it on and off give
+    the same ids and leave the same encoder and decoder rings, bit for bit. A kernel that read
+    before its wait would make these differ (the rings hold every layer's keys and values)."""
+    from asr import kernels
+
+    config, written = format_files
+    model = asr.load_model(written[fmt].path, device="cuda", dtype=torch.bfloat16)
+    audio = synthetic_speechlike(12.0, seed=9)
+
+    def stream():
+        session = model.stream(480)
+        ids = [t.id for start in range(0, len(audio), 1280) for t in session.feed(audio[start : start + 1280])]
+        inner = session._inner
+        rings = [t.clone() for cache in (inner.enc_cache, inner.dec_cache) for t in (*cache.k, *cache.v)]
+        return ids, rings
+
+    ids, rings = stream()
+    with kernels.pdl_disabled():
+        plain_ids, plain_rings = stream()
+    assert len(ids) > 100
+    assert ids == plain_ids
+    assert all(torch.equal(a, b) for a, b in zip(rings, plain_rings, strict=True))
+
+
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0", "bf16"])
 def test_cuda_full_size_fast_path_matches_reference_path(quant):
     """Full-size random weights: the fast path's per-step logits against the plain path on the same
@@ -182,3 +209,8 @@ def test_cuda_full_size_fast_path_matches_reference_path(quant):
     graphed = [t.id for chunk in range(0, len(audio), 1280) for t in session.feed(audio[chunk : chunk + 1280])]
     graphed += [t.id for t in session.finish()]
     assert graphed == eager
+    with kernels.pdl_disabled():  # and so do plain launches (no programmatic dependent launch)
+        session = model.stream(480)
+        plain = [t.id for chunk in range(0, len(audio), 1280) for t in session.feed(audio[chunk : chunk + 1280])]
+        plain += [t.id for t in session.finish()]
+    assert plain == graphed

@@ -218,7 +218,7 @@ def test_every_gemv_tile(kind):
             for bn, bk, warps, reduce_each in gemv._DENSE_TILES:
                 gemv._dense_gemv_kernel.fn[(triton.cdiv(N, bn),)](
                     x_dev, w, y, M, N, K, M_PAD=gemv._pad(M), BLOCK_N=bn, BLOCK_K=bk,
-                    REDUCE_EACH=reduce_each, num_warps=warps)  # fmt: skip
+                    REDUCE_EACH=reduce_each, num_warps=warps, **kernels.launch_options(x_dev))  # fmt: skip
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, reduce_each, M)
         else:
             codes = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=gen)
@@ -228,7 +228,8 @@ def test_every_gemv_tile(kind):
             for bn, bk, warps, stages in gemv._INT8_TILES:
                 gemv._int8_gemv_kernel.fn[(triton.cdiv(N, bn),)](
                     x_dev, codes, scale, scale, scale, y, M, N, K, G=G, M_PAD=gemv._pad(M), HAS_OFFSET=False,
-                    SUPER=0, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)  # fmt: skip
+                    SUPER=0, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
+                    **kernels.launch_options(x_dev))  # fmt: skip
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, M)
 
 

@@ -4,6 +4,13 @@ split-KV attention, and an int8 group-scale GEMV for the 5..8-bit GGUF types.
 The layers call these when the tensors are on CUDA and Triton is importable, and fall back to
 plain PyTorch (the reference path) otherwise. ``VOXCAP_KERNELS=0`` turns them off.
 
+On Hopper and later GPUs every kernel here is launched with programmatic dependent launch
+(``launch_options``): it may start while the kernel before it drains, issues the loads that
+depend on nothing earlier in the step (its weights), and only then waits for its predecessor
+(``griddepcontrol.wait``) before it reads an activation or writes anything. In a CUDA graph of
+several hundred small kernels that hides most of each launch's latency. ``VOXCAP_PDL=0`` turns
+it off (the kernels then wait at once, as a plain launch does).
+
 On CPU the CPU test suite runs them through Triton's interpreter inside ``on_cpu()``; that needs
 ``TRITON_INTERPRET=1`` in the environment before Triton is first imported (Triton's own helper
 kernels, such as the combine function of ``tl.sum``, are built at import).
@@ -19,7 +26,8 @@ from functools import lru_cache
 
 import torch
 
-_state = {"enabled": os.environ.get("VOXCAP_KERNELS", "1") != "0", "cpu": False}
+_state = {"enabled": os.environ.get("VOXCAP_KERNELS", "1") != "0", "cpu": False,
+          "pdl": os.environ.get("VOXCAP_PDL", "1") != "0"}
 
 
 @lru_cache(maxsize=1)
@@ -39,6 +47,25 @@ def interpreting() -> bool:
 def active(x: torch.Tensor) -> bool:
     """Whether the fused kernels run for a tensor on this device."""
     return _state["enabled"] and (x.is_cuda or (_state["cpu"] and interpreting())) and triton_available()
+
+
+@lru_cache(maxsize=None)
+def _hopper_or_later(index: int) -> bool:
+    return torch.cuda.get_device_capability(index) >= (9, 0)
+
+
+def launch_options(x: torch.Tensor) -> dict[str, bool]:
+    """Extra launch arguments for a kernel taking the ``USE_GDC`` constexpr: programmatic
+    dependent launch on Hopper and later (``griddepcontrol`` needs sm_90), nothing elsewhere
+    (older GPUs, the CPU interpreter)."""
+    if _state["pdl"] and x.is_cuda and not interpreting() and _hopper_or_later(x.device.index or 0):
+        return {"USE_GDC": True, "launch_pdl": True}
+    return {"USE_GDC": False}
+
+
+def pdl_disabled() -> contextlib.AbstractContextManager[None]:
+    """Launch without programmatic dependent launch inside the block (A/B tests and benchmarks)."""
+    return _setting("pdl", False)
 
 
 @contextmanager

@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from asr import kernels
+from asr.kernels.pdl import wait_for_predecessor
 from asr.kernels.rounding import round_to
 
 # Per layer, in a CUDA graph on an H100 (README, "Attention per layer"): the encoder's full ring
@@ -68,7 +70,9 @@ def _attention_split_kernel(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, s
                             acc_ptr, o_ptr, T, S, window, scale, NS,
                             H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr,
                             BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, EXACT_DOT: tl.constexpr, FINAL: tl.constexpr):  # fmt: skip
+                            HAS_BIAS: tl.constexpr, EXACT_DOT: tl.constexpr, FINAL: tl.constexpr,
+                            USE_GDC: tl.constexpr):  # fmt: skip
+    wait_for_predecessor(USE_GDC)  # no weights here: everything read was written this step
     kv = tl.program_id(0)
     rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # row r = (position r // G, head r % G)
     split = tl.program_id(2)
@@ -146,7 +150,8 @@ def _attention_split_kernel(qkv_ptr, bias_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, s
 @triton.jit
 def _attention_merge_kernel(m_ptr, l_ptr, acc_ptr, pos_ptr, o_ptr, T, S, NS,
                             H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr,
-                            NS_BLOCK: tl.constexpr):  # fmt: skip
+                            NS_BLOCK: tl.constexpr, USE_GDC: tl.constexpr):  # fmt: skip
+    wait_for_predecessor(USE_GDC)
     kv = tl.program_id(0)
     row = tl.program_id(1)
     R = T * G
@@ -202,7 +207,7 @@ def attention(qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor, s
         qkv, qkv if bias is None else bias, cos.contiguous(), sin.contiguous(), k_cache, v_cache, slot_pos, positions,
         m, l_part, acc, out, T, S, window, 1.0 / math.sqrt(D), n_splits,
         H=n_heads, HKV=hkv, D=D, SPLIT=split, BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R, BLOCK_T=BLOCK_T,
-        HAS_BIAS=bias is not None, FINAL=n_splits == 1, num_warps=4,
+        HAS_BIAS=bias is not None, FINAL=n_splits == 1, num_warps=4, **kernels.launch_options(qkv),
         # float32 models get float32 products (tl.dot would use TF32); so does the CPU interpreter,
         # which cannot multiply bf16 tiles.
         EXACT_DOT=not qkv.is_cuda or qkv.dtype == torch.float32,
@@ -214,5 +219,6 @@ def attention(qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor, s
         _attention_merge_kernel[(hkv, R)](
             m, l_part, acc, positions, out, T, S, n_splits,
             H=n_heads, G=G, D=D, SPLIT=split, NS_BLOCK=triton.next_power_of_2(n_splits), num_warps=1,
+            **kernels.launch_options(qkv),
         )  # fmt: skip
     return out

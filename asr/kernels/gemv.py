@@ -18,7 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
+from asr import kernels
 from asr.kernels import interpreting
+from asr.kernels.pdl import wait_for_predecessor
 from asr.kernels.rounding import round_to
 
 # BLOCK_N, BLOCK_K, warps, REDUCE_EACH (sum the tile over K at every step instead of at the end).
@@ -49,24 +51,42 @@ def _fits_registers(configs: list[triton.Config], named_args: dict, **kwargs: ob
                  key=["N", "K", "M_PAD"], prune_configs_by={"early_config_prune": _fits_registers})  # fmt: skip
 @triton.jit
 def _dense_gemv_kernel(x_ptr, w_ptr, y_ptr, M, N, K, M_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr):  # fmt: skip
+                       BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr, USE_GDC: tl.constexpr):  # fmt: skip
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
     row_ok = rows < N
     ms = tl.arange(0, M_PAD)
     m_ok = ms < M
     acc = tl.zeros((M_PAD, BLOCK_N, 1 if REDUCE_EACH else BLOCK_K), tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        w = tl.load(w_ptr + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        x = tl.load(x_ptr + ms[:, None] * K + ks[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-        prod = w.to(tl.float32)[None, :, :] * x.to(tl.float32)[:, None, :]  # [M_PAD, BN, BK]
-        if REDUCE_EACH:
-            acc += tl.sum(prod, axis=2, keep_dims=True)
-        else:
-            acc += prod
+    # The first K step is peeled so its weight tile goes out before the wait (weights depend on
+    # no earlier kernel); the loop over the rest is the plain one.
+    w = _dense_tile(w_ptr, rows, row_ok, 0, K, BLOCK_K)
+    wait_for_predecessor(USE_GDC)
+    acc = _dense_step(acc, w, x_ptr, ms, m_ok, 0, K, BLOCK_K, REDUCE_EACH)
+    for k0 in range(BLOCK_K, K, BLOCK_K):
+        acc = _dense_step(acc, _dense_tile(w_ptr, rows, row_ok, k0, K, BLOCK_K), x_ptr, ms, m_ok, k0, K, BLOCK_K,
+                          REDUCE_EACH)  # fmt: skip
     y = round_to(tl.sum(acc, axis=2), y_ptr.dtype.element_ty)  # [M_PAD, BN]
     tl.store(y_ptr + ms[:, None] * N + rows[None, :], y, mask=m_ok[:, None] & row_ok[None, :])
+
+
+@triton.jit
+def _dense_tile(w_ptr, rows, row_ok, k0, K, BLOCK_K: tl.constexpr):
+    """Weight rows ``rows``, columns k0 .. k0 + BLOCK_K: [BN, BK]."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    return tl.load(w_ptr + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & (ks < K)[None, :], other=0.0)
+
+
+@triton.jit
+def _dense_step(acc, w, x_ptr, ms, m_ok, k0, K, BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr):
+    """acc plus the products of the weight tile w [BN, BK] with columns k0.. of every input row."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    x = tl.load(x_ptr + ms[:, None] * K + ks[None, :], mask=m_ok[:, None] & (ks < K)[None, :], other=0.0)
+    prod = w.to(tl.float32)[None, :, :] * x.to(tl.float32)[:, None, :]  # [M_PAD, BN, BK]
+    if REDUCE_EACH:
+        acc += tl.sum(prod, axis=2, keep_dims=True)
+    else:
+        acc += prod
+    return acc
 
 
 def dense_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -75,7 +95,7 @@ def dense_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     N = weight.shape[0]
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    _dense_gemv_kernel[grid](x.contiguous(), weight, y, M, N, K, M_PAD=_pad(M))
+    _dense_gemv_kernel[grid](x.contiguous(), weight, y, M, N, K, M_PAD=_pad(M), **kernels.launch_options(x))
     return y
 
 
@@ -97,7 +117,7 @@ _INT8_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_
 @triton.jit
 def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, d_ptr, o_ptr, y_ptr, M, N, K, G: tl.constexpr, M_PAD: tl.constexpr,
                       HAS_OFFSET: tl.constexpr, SUPER: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_K: tl.constexpr):  # fmt: skip
+                      BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):  # fmt: skip
     # The codes are loaded as [BN, GPB, G] straight from memory (no reshape, which costs a trip
     # through shared memory), each group's dot product is reduced within its thread, and the
     # scaled group sums stay in registers as [M_PAD, BN, GPB] until the end: no cross-thread
@@ -106,31 +126,58 @@ def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, d_ptr, o_ptr, y_ptr, M, N, K, G: tl.c
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
     row_ok = rows < N
     n_groups = K // G
-    ms = tl.arange(0, M_PAD)
-    in_group = tl.arange(0, G)
     acc = tl.zeros((M_PAD, BLOCK_N, GPB), tl.float32)
-    for g0 in range(0, n_groups, GPB):
-        gs = g0 + tl.arange(0, GPB)  # [GPB]
-        g_ok = gs < n_groups
-        ks = gs[:, None] * G + in_group[None, :]  # [GPB, G]
-        w_mask = row_ok[:, None, None] & g_ok[None, :, None]
-        codes = tl.load(w_ptr + rows[:, None, None] * K + ks[None, :, :], mask=w_mask, other=0).to(tl.float32)
-        s_mask = row_ok[:, None] & g_ok[None, :]
-        scale = tl.load(s_ptr + rows[:, None] * n_groups + gs[None, :], mask=s_mask, other=0).to(tl.float32)
-        if SUPER:  # int8 sub-scale times the block's scale, exact in fp32 (f16 x int8)
-            d = tl.load(d_ptr + rows[:, None] * (n_groups // SUPER) + (gs // SUPER)[None, :], mask=s_mask, other=0.0)
-            scale *= d.to(tl.float32)  # [BN, GPB]
-        if HAS_OFFSET:
-            offset = tl.load(o_ptr + rows[:, None] * n_groups + gs[None, :], mask=s_mask, other=0.0)
-        for m in tl.static_range(M_PAD):
-            x = tl.load(x_ptr + m * K + ks, mask=g_ok[:, None] & (m < M), other=0.0).to(tl.float32)  # [GPB, G]
-            # Integer codes times x within a group, then the group's scale: s_g * (q_g . x_g).
-            part = scale * tl.sum(codes * x[None, :, :], axis=2)  # [BN, GPB]
-            if HAS_OFFSET:
-                part += offset * tl.sum(x, axis=1)[None, :]
-            acc += tl.where(ms[:, None, None] == m, part[None, :, :], 0.0)
+    # The first K block is peeled so its codes and scales go out before the wait (weights depend
+    # on no earlier kernel); the loop over the rest is the plain one.
+    codes, scale, offset = _int8_tile(w_ptr, s_ptr, d_ptr, o_ptr, rows, row_ok, 0, n_groups, K, G, GPB, HAS_OFFSET,
+                                      SUPER)  # fmt: skip
+    wait_for_predecessor(USE_GDC)
+    acc = _int8_step(acc, codes, scale, offset, x_ptr, 0, n_groups, M, K, G, GPB, M_PAD, HAS_OFFSET)
+    for g0 in range(GPB, n_groups, GPB):
+        codes, scale, offset = _int8_tile(w_ptr, s_ptr, d_ptr, o_ptr, rows, row_ok, g0, n_groups, K, G, GPB,
+                                          HAS_OFFSET, SUPER)  # fmt: skip
+        acc = _int8_step(acc, codes, scale, offset, x_ptr, g0, n_groups, M, K, G, GPB, M_PAD, HAS_OFFSET)
+    ms = tl.arange(0, M_PAD)
     y = round_to(tl.sum(acc, axis=2), y_ptr.dtype.element_ty)  # [M_PAD, BN]
     tl.store(y_ptr + ms[:, None] * N + rows[None, :], y, mask=(ms < M)[:, None] & row_ok[None, :])
+
+
+@triton.jit
+def _int8_tile(w_ptr, s_ptr, d_ptr, o_ptr, rows, row_ok, g0, n_groups, K, G: tl.constexpr, GPB: tl.constexpr,
+               HAS_OFFSET: tl.constexpr, SUPER: tl.constexpr):  # fmt: skip
+    """The weights of groups g0 .. g0 + GPB: codes [BN, GPB, G], scale and offset [BN, GPB] (fp32)."""
+    gs = g0 + tl.arange(0, GPB)  # [GPB]
+    g_ok = gs < n_groups
+    ks = gs[:, None] * G + tl.arange(0, G)[None, :]  # [GPB, G]
+    w_mask = row_ok[:, None, None] & g_ok[None, :, None]
+    codes = tl.load(w_ptr + rows[:, None, None] * K + ks[None, :, :], mask=w_mask, other=0).to(tl.float32)
+    s_mask = row_ok[:, None] & g_ok[None, :]
+    scale = tl.load(s_ptr + rows[:, None] * n_groups + gs[None, :], mask=s_mask, other=0).to(tl.float32)
+    if SUPER:  # int8 sub-scale times the block's scale, exact in fp32 (f16 x int8)
+        d = tl.load(d_ptr + rows[:, None] * (n_groups // SUPER) + (gs // SUPER)[None, :], mask=s_mask, other=0.0)
+        scale *= d.to(tl.float32)  # [BN, GPB]
+    offset = scale
+    if HAS_OFFSET:
+        offset = tl.load(o_ptr + rows[:, None] * n_groups + gs[None, :], mask=s_mask, other=0.0).to(tl.float32)
+    return codes, scale, offset
+
+
+@triton.jit
+def _int8_step(acc, codes, scale, offset, x_ptr, g0, n_groups, M, K, G: tl.constexpr, GPB: tl.constexpr,
+               M_PAD: tl.constexpr, HAS_OFFSET: tl.constexpr):  # fmt: skip
+    """acc [M_PAD, BN, GPB] plus each input row's scaled group sums over the tile's groups."""
+    gs = g0 + tl.arange(0, GPB)
+    g_ok = gs < n_groups
+    ks = gs[:, None] * G + tl.arange(0, G)[None, :]  # [GPB, G]
+    ms = tl.arange(0, M_PAD)
+    for m in tl.static_range(M_PAD):
+        x = tl.load(x_ptr + m * K + ks, mask=g_ok[:, None] & (m < M), other=0.0).to(tl.float32)  # [GPB, G]
+        # Integer codes times x within a group, then the group's scale: s_g * (q_g . x_g).
+        part = scale * tl.sum(codes * x[None, :, :], axis=2)  # [BN, GPB]
+        if HAS_OFFSET:
+            part += offset * tl.sum(x, axis=1)[None, :]
+        acc += tl.where(ms[:, None, None] == m, part[None, :, :], 0.0)
+    return acc
 
 
 def int8_gemv(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None,
@@ -149,5 +196,6 @@ def int8_gemv(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, offset:
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     _int8_gemv_kernel[grid](x.contiguous(), codes, scale, scale if block_scale is None else block_scale,
                             scale if offset is None else offset, y, M, N, K,
-                            G=group, M_PAD=m_pad, HAS_OFFSET=offset is not None, SUPER=super_)  # fmt: skip
+                            G=group, M_PAD=m_pad, HAS_OFFSET=offset is not None, SUPER=super_,
+                            **kernels.launch_options(x))  # fmt: skip
     return y

@@ -12,25 +12,31 @@ import torch
 import triton
 import triton.language as tl
 
+from asr import kernels
+from asr.kernels.pdl import wait_for_predecessor
 from asr.kernels.rounding import round_to
 
 
 @triton.jit
 def _rmsnorm_kernel(x_ptr, d_ptr, b_ptr, h_ptr, w_ptr, s_ptr, y_ptr, D, eps, HAS_DELTA: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+                    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr,
+                    USE_GDC: tl.constexpr):  # fmt: skip
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK_D)
     mask = offs < D
-    # Every load first: the gain and scale do not depend on the row's statistics, and issued
-    # after the reduction (its barrier) they would cost a second trip to memory.
+    # Every load first: the gain, scale and bias do not depend on the row's statistics, and
+    # issued after the reduction (its barrier) they would cost a second trip to memory. They are
+    # weights (the ada scale is fixed per stream), so they go out before the wait as well.
     w = tl.load(w_ptr + offs, mask=mask, other=0.0)
     if HAS_SCALE:
         s = tl.load(s_ptr + offs, mask=mask, other=0.0)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs, mask=mask, other=0.0)
+    wait_for_predecessor(USE_GDC)
     x = tl.load(x_ptr + row * D + offs, mask=mask, other=0.0)
     if HAS_DELTA:  # the residual add, rounded to the model dtype as ``x + (delta + bias)`` is
         delta = tl.load(d_ptr + row * D + offs, mask=mask, other=0.0)
         if HAS_BIAS:
-            bias = tl.load(b_ptr + offs, mask=mask, other=0.0)
             delta = round_to(delta.to(tl.float32) + bias.to(tl.float32), h_ptr.dtype.element_ty)
         x = round_to(x.to(tl.float32) + delta.to(tl.float32), h_ptr.dtype.element_ty)
         tl.store(h_ptr + row * D + offs, x, mask=mask)
@@ -66,13 +72,14 @@ def _launch(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, e
         flat, flat if delta is None else delta.reshape(-1, D).contiguous(), weight if bias is None else bias, h,
         weight, weight if scale is None else scale, out, D, eps,
         HAS_DELTA=delta is not None, HAS_BIAS=bias is not None, HAS_SCALE=scale is not None,
-        BLOCK_D=triton.next_power_of_2(D), num_warps=4 if D <= 2048 else 8,
+        BLOCK_D=triton.next_power_of_2(D), num_warps=4 if D <= 2048 else 8, **kernels.launch_options(flat),
     )  # fmt: skip
     return h.view(x.shape), out.view(x.shape)
 
 
 @triton.jit
-def _silu_mul_kernel(gu_ptr, y_ptr, H, BLOCK: tl.constexpr):
+def _silu_mul_kernel(gu_ptr, y_ptr, H, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
+    wait_for_predecessor(USE_GDC)
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < H
@@ -89,5 +96,6 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     flat = gate_up.reshape(-1, 2 * H).contiguous()
     out = torch.empty(flat.shape[0], H, dtype=flat.dtype, device=flat.device)
     block = 1024
-    _silu_mul_kernel[(flat.shape[0], triton.cdiv(H, block))](flat, out, H, BLOCK=block, num_warps=4)
+    _silu_mul_kernel[(flat.shape[0], triton.cdiv(H, block))](flat, out, H, BLOCK=block, num_warps=4,
+                                                                 **kernels.launch_options(flat))
     return out.view(*gate_up.shape[:-1], H)

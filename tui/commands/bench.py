@@ -99,5 +99,10 @@ def _print(r: object) -> None:
     if r.profile:
         what = "GPU kernels" if r.device.startswith("cuda") else "CPU operators (self time)"
         print(f"  profile             {r.profile_busy_ms:8.3f} ms per step in {what}, over {r.profile_steps} steps:")
+        if r.profile_bubbles_ms is not None:
+            from asr.bench import BUBBLE_US
+
+            print(f"  GPU idle            {r.profile_bubbles_ms:8.3f} ms per step between kernels (gaps under "
+                  f"{BUBBLE_US:.0f} us: launch latency)")
         for row in r.profile[:PROFILE_ROWS]:
             print(f"    {row['us_per_step']:9.1f} us {row['calls_per_step']:6.1f} calls  {row['name'][:90]}")
