@@ -204,13 +204,13 @@ def test_cuda_full_size_fast_path_matches_reference_path(quant):
     print(f"full-size {quant}: max|dlogit| {max(diffs):.4f}, relative {rel:.4f}, agreement {agreement:.3f} ({n})")
     assert rel <= 0.05
     # The same kernels replayed from CUDA graphs (no hook) give the eager fast path's ids exactly.
+    def graphed_ids():
+        session = model.stream(480)
+        ids = [t.id for chunk in range(0, len(audio), 1280) for t in session.feed(audio[chunk : chunk + 1280])]
+        return ids + [t.id for t in session.finish()]
+
     eager, _ = stream_forced(model, audio, 480, forced_ids=None)
-    session = model.stream(480)
-    graphed = [t.id for chunk in range(0, len(audio), 1280) for t in session.feed(audio[chunk : chunk + 1280])]
-    graphed += [t.id for t in session.finish()]
+    graphed = graphed_ids()
     assert graphed == eager
     with kernels.pdl_disabled():  # and so do plain launches (no programmatic dependent launch)
-        session = model.stream(480)
-        plain = [t.id for chunk in range(0, len(audio), 1280) for t in session.feed(audio[chunk : chunk + 1280])]
-        plain += [t.id for t in session.finish()]
-    assert plain == graphed
+        assert graphed_ids() == graphed

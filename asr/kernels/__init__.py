@@ -22,7 +22,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 
@@ -49,7 +49,7 @@ def active(x: torch.Tensor) -> bool:
     return _state["enabled"] and (x.is_cuda or (_state["cpu"] and interpreting())) and triton_available()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hopper_or_later(index: int) -> bool:
     return torch.cuda.get_device_capability(index) >= (9, 0)
 

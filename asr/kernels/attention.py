@@ -203,11 +203,12 @@ def attention(qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor, s
     l_part = torch.empty_like(m)
     acc = torch.empty(hkv, R, n_splits if n_splits > 1 else 0, D, dtype=torch.float32, device=qkv.device)
     qkv = qkv.contiguous()
+    launch = kernels.launch_options(qkv)
     _attention_split_kernel[(hkv, triton.cdiv(R, BLOCK_R), n_splits)](
         qkv, qkv if bias is None else bias, cos.contiguous(), sin.contiguous(), k_cache, v_cache, slot_pos, positions,
         m, l_part, acc, out, T, S, window, 1.0 / math.sqrt(D), n_splits,
         H=n_heads, HKV=hkv, D=D, SPLIT=split, BLOCK_N=BLOCK_N, BLOCK_R=BLOCK_R, BLOCK_T=BLOCK_T,
-        HAS_BIAS=bias is not None, FINAL=n_splits == 1, num_warps=4, **kernels.launch_options(qkv),
+        HAS_BIAS=bias is not None, FINAL=n_splits == 1, num_warps=4, **launch,
         # float32 models get float32 products (tl.dot would use TF32); so does the CPU interpreter,
         # which cannot multiply bf16 tiles.
         EXACT_DOT=not qkv.is_cuda or qkv.dtype == torch.float32,
@@ -219,6 +220,6 @@ def attention(qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor, s
         _attention_merge_kernel[(hkv, R)](
             m, l_part, acc, positions, out, T, S, n_splits,
             H=n_heads, G=G, D=D, SPLIT=split, NS_BLOCK=triton.next_power_of_2(n_splits), num_warps=1,
-            **kernels.launch_options(qkv),
+            **launch,
         )  # fmt: skip
     return out

@@ -97,13 +97,14 @@ def _print(r: object) -> None:
         print(f"  transformers        {r.reference_step_ms:8.3f} ms per step (encoder + decoder)  -> voxcap is "
               f"{r.speedup:.1f}x faster")
     if r.profile:
-        what = "GPU kernels" if r.device.startswith("cuda") else "CPU operators (self time)"
+        on_gpu = r.device.startswith("cuda")
+        what = "GPU kernels" if on_gpu else "CPU operators (self time)"
         if r.profile_bubbles_ms is not None:
             from asr.bench import BUBBLE_US
 
             print(f"  GPU idle            {r.profile_bubbles_ms:8.3f} ms per step between kernels (gaps under "
                   f"{BUBBLE_US:.0f} us: launch latency), over {r.profile_steps} profiled steps")
         print(f"  profile             {r.profile_busy_ms:8.3f} ms per step in {what}, over {r.profile_steps} steps"
-              + (" (a kernel's time includes its wait under dependent launch):" if r.device.startswith("cuda") else ":"))
+              + (" (a kernel's time includes its wait under dependent launch):" if on_gpu else ":"))
         for row in r.profile[:PROFILE_ROWS]:
             print(f"    {row['us_per_step']:9.1f} us {row['calls_per_step']:6.1f} calls  {row['name'][:90]}")
