@@ -68,11 +68,7 @@ def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: 
     audio = (rng.standard_normal(timed_end + profiled) * 0.05).astype(np.float32)
     # Warm-up stream: kernel autotuning and lazy library setup happen once per process, not per
     # stream, so they stay out of the figures (each stream still captures its own CUDA graphs).
-    warmup = model.stream(delay_ms)
-    for start in range(0, first + 25 * SAMPLES_PER_TOKEN, chunk):
-        warmup.feed(audio[start : start + chunk])
-    warmup.finish()
-    del warmup
+    model.warm_up(delay_ms, chunk_ms=chunk_ms)
     session = model.stream(delay_ms)
     _reset_peak(model)
     t0 = time.perf_counter()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 
-from asr.audio import LogMel
+from asr.audio import SAMPLE_RATE, SAMPLES_PER_TOKEN, LogMel
 from asr.config import ModelConfig
 from asr.model import ModelInfo, VoxtralRealtime
 from asr.stream import DEFAULT_DELAY_MS, StreamingSession, delay_tokens_for
@@ -42,6 +43,31 @@ class Model:
         if delay_tokens not in self._ada_cache:
             self._ada_cache[delay_tokens] = self.net.decoder.ada_scales(delay_tokens)
         return self._ada_cache[delay_tokens]
+
+    @property
+    def needs_warm_up(self) -> bool:
+        """Whether the first stream prepares work lazily (CUDA: kernel autotuning, Triton compiles,
+        cuBLAS setup), so that :meth:`warm_up` before live audio pays off. On CPU nothing is."""
+        return self.device.type == "cuda"
+
+    def warm_up(self, delay_ms: int = DEFAULT_DELAY_MS, tokens: int = 25, chunk_ms: int = 80) -> None:
+        """Stream noise through a throwaway session: the prompt, then ``tokens`` steps, in feeds of
+        ``chunk_ms`` as a live source delivers them.
+
+        On CUDA the first stream of a process autotunes every Triton kernel for the shapes it
+        meets and builds the kernels missing from Triton's disk cache: seconds with a warm cache,
+        over a minute on a fresh machine. Done here, that happens while the app says it is
+        loading, instead of on the first live audio (whose queue holds 10 s by default). The
+        session is dropped afterwards; it changes no state a later stream reads.
+        """
+        rng = np.random.default_rng(0)
+        samples = (delay_ms // 80 + 1 + tokens) * SAMPLES_PER_TOKEN + 40  # the prompt's samples, then the steps
+        audio = (rng.standard_normal(samples) * 0.05).astype(np.float32)
+        chunk = chunk_ms * SAMPLE_RATE // 1000
+        session = self.stream(delay_ms)
+        for start in range(0, samples, chunk):
+            session.feed(audio[start : start + chunk])
+        session.finish()
 
     def sync(self) -> None:
         """Wait for queued GPU work, so step timings are real (no-op on CPU)."""

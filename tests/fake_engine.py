@@ -125,15 +125,21 @@ class FakeSession:
 
 
 class FakeModel:
-    def __init__(self, step_sleep_s: float = 0.0) -> None:
+    def __init__(self, step_sleep_s: float = 0.0, needs_warm_up: bool = False) -> None:
         self.info = FakeInfo()
         self.step_sleep_s = step_sleep_s
         self.sessions: list[FakeSession] = []
+        self.needs_warm_up = needs_warm_up  # as a CUDA model says
+        self.calls: list[tuple[str, int]] = []  # ("warm_up" | "stream", delay_ms), in order
 
     def stream(self, delay_ms: int = 480) -> FakeSession:
         session = FakeSession(delay_ms, self.step_sleep_s)
         self.sessions.append(session)
+        self.calls.append(("stream", delay_ms))
         return session
+
+    def warm_up(self, delay_ms: int = 480) -> None:
+        self.calls.append(("warm_up", delay_ms))
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,21 @@ async def test_file_is_captioned_journaled_and_quit_flushes(isolated_dirs: Path)
     assert app.return_value == 0
 
 
+async def test_a_cuda_model_warms_up_while_the_app_says_loading(isolated_dirs: Path) -> None:
+    """Autotuning and compiles (CUDA) run in the loading thread before the stream opens, so the
+    first live audio does not wait on them; captions follow as usual."""
+    model = FakeModel(needs_warm_up=True)
+    harness = Harness(conversation(), model=model, delay_ms=720)
+    app = harness.app
+    async with app.run_test(size=(110, 32)) as pilot:
+        await input_done(pilot, app)
+        assert model.calls[:2] == [("warm_up", 720), ("stream", 720)]
+        texts = [e.text for e in harness.captions.entries if e.kind == "segment"]
+        assert texts[:1] == ["Hello world."]
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "exit")
+
+
 async def test_pause_and_resume(isolated_dirs: Path) -> None:
     harness = Harness(conversation(), live=True)
     app = harness.app

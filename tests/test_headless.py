@@ -48,6 +48,20 @@ def test_text_output_is_the_finalized_lines_in_the_journal(dirs: Path) -> None:
     assert contents.ended_cleanly and contents.end["reason"] == "normal"
 
 
+@pytest.mark.parametrize("needs_warm_up", [True, False])
+def test_a_cuda_model_warms_up_before_the_audio_starts(dirs: Path, needs_warm_up: bool) -> None:
+    """Autotuning and compiles (CUDA) happen before the stream that captions opens; a model that
+    prepares nothing lazily (CPU) is not warmed up."""
+    settings = Settings(source="file", file="talk.wav", delay_ms=960)
+    model = FakeModel(needs_warm_up=needs_warm_up)
+    code = asyncio.run(run_headless_async(settings, model, FakeSource(conversation()), None, io.StringIO()))
+    assert code == 0
+    warm_ups = [call for call in model.calls if call[0] == "warm_up"]
+    if needs_warm_up:
+        assert model.calls[:2] == [("warm_up", 960), ("stream", 960)]
+    assert len(warm_ups) == needs_warm_up
+
+
 def test_jsonl_events(dirs: Path) -> None:
     settings = Settings(source="file", file="talk.wav", output_format="jsonl", language="en")
     out = io.StringIO()

@@ -34,6 +34,9 @@ MAX_ROWS = 8
 # after another at a fixed cost each: one wide tile there. tests/test_kernels.py runs every tile
 # of both lists directly, on CPU and CUDA alike.
 _INTERPRETER_TILE = {"BLOCK_N": 64, "BLOCK_K": 256}
+# Both autotuners keep their timings in Triton's disk cache (cache_results, keyed by the kernel's
+# source, the GPU architecture, the shape and the tile list): a later process picks the same
+# tiles without timing them again, which would otherwise cost every start several seconds.
 
 
 def _fits_registers(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
@@ -48,7 +51,8 @@ def _fits_registers(configs: list[triton.Config], named_args: dict, **kwargs: ob
 
 
 @triton.autotune(configs=[triton.Config({**_INTERPRETER_TILE, "REDUCE_EACH": 1})] if interpreting() else _DENSE_CONFIGS,
-                 key=["N", "K", "M_PAD"], prune_configs_by={"early_config_prune": _fits_registers})  # fmt: skip
+                 key=["N", "K", "M_PAD"], prune_configs_by={"early_config_prune": _fits_registers},
+                 cache_results=True)  # fmt: skip
 @triton.jit
 def _dense_gemv_kernel(x_ptr, w_ptr, y_ptr, M, N, K, M_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
                        BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr, USE_GDC: tl.constexpr):  # fmt: skip
@@ -113,7 +117,7 @@ _INT8_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_
 
 
 @triton.autotune(configs=[triton.Config(_INTERPRETER_TILE)] if interpreting() else _INT8_CONFIGS,
-                 key=["N", "K", "M_PAD", "G", "HAS_OFFSET", "SUPER"])  # fmt: skip
+                 key=["N", "K", "M_PAD", "G", "HAS_OFFSET", "SUPER"], cache_results=True)  # fmt: skip
 @triton.jit
 def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, d_ptr, o_ptr, y_ptr, M, N, K, G: tl.constexpr, M_PAD: tl.constexpr,
                       HAS_OFFSET: tl.constexpr, SUPER: tl.constexpr, BLOCK_N: tl.constexpr,
