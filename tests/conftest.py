@@ -12,6 +12,8 @@ import torch
 # be chosen before anything imports Triton; it changes nothing unless a test enters kernels.on_cpu().
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:  # one tile per GEMV shape instead of tuning all: every tile is tested directly (test_kernels)
+    os.environ.setdefault("VOXCAP_AUTOTUNE", "0")
 
 from tests.pulse import portaudio_pulse, pulse_server_fixture, speech_wav  # noqa: F401 (shared fixtures)
 from tests.tiny_model import build_hf_model, make_tiny_model_dir

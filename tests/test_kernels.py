@@ -233,6 +233,21 @@ def test_every_gemv_tile(kind):
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, M)
 
 
+def test_autotune_tiles_on_gpu_interpreter_and_test_suite(monkeypatch):
+    """Every tile on a GPU, the one wide tile in the interpreter, the first tile only under
+    VOXCAP_AUTOTUNE=0 (what the CUDA test suite runs with)."""
+    from asr.kernels import gemv
+
+    wide = gemv.triton.Config(gemv._INTERPRETER_TILE)
+    monkeypatch.setattr(gemv, "interpreting", lambda: False)
+    monkeypatch.delenv("VOXCAP_AUTOTUNE", raising=False)
+    assert gemv._tuned(gemv._INT8_CONFIGS, wide) == gemv._INT8_CONFIGS
+    monkeypatch.setenv("VOXCAP_AUTOTUNE", "0")
+    assert gemv._tuned(gemv._INT8_CONFIGS, wide) == gemv._INT8_CONFIGS[:1]
+    monkeypatch.setattr(gemv, "interpreting", lambda: True)
+    assert gemv._tuned(gemv._DENSE_CONFIGS, wide) == [wide]
+
+
 @pytest.mark.parametrize(("stride", "frames"), [(1, 18), (2, 17), (2, 3)])
 @pytest.mark.parametrize("use_kernels", [True, False])
 def test_conv_stem_as_matmul_equals_conv1d(stride, frames, use_kernels):
