@@ -16,7 +16,7 @@ import torch
 
 from asr.audio import SAMPLE_RATE, SAMPLES_PER_TOKEN
 from asr.runtime import Model
-from asr.stream import StreamingSession
+from asr.stream import StreamingSession, prompt_samples
 
 
 @dataclass
@@ -58,7 +58,7 @@ def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: 
     """Stream ``seconds`` of noise after ``context`` untimed steps, ``chunk_ms`` of audio per feed,
     then ``profile_steps`` more under the profiler."""
     rng = np.random.default_rng(0)
-    first = (delay_ms // 80 + 1) * SAMPLES_PER_TOKEN + 40  # the samples that complete the prompt
+    first = prompt_samples(delay_ms)
     warm = first + context * SAMPLES_PER_TOKEN
     timed_end = warm + int(seconds * SAMPLE_RATE)
     chunk = chunk_ms * SAMPLE_RATE // 1000

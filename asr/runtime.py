@@ -10,7 +10,7 @@ import torch
 from asr.audio import SAMPLE_RATE, SAMPLES_PER_TOKEN, LogMel
 from asr.config import ModelConfig
 from asr.model import ModelInfo, VoxtralRealtime
-from asr.stream import DEFAULT_DELAY_MS, StreamingSession, delay_tokens_for
+from asr.stream import DEFAULT_DELAY_MS, StreamingSession, delay_tokens_for, prompt_samples
 
 
 class Model:
@@ -61,7 +61,7 @@ class Model:
         session is dropped afterwards; it changes no state a later stream reads.
         """
         rng = np.random.default_rng(0)
-        samples = (delay_ms // 80 + 1 + tokens) * SAMPLES_PER_TOKEN + 40  # the prompt's samples, then the steps
+        samples = prompt_samples(delay_ms) + tokens * SAMPLES_PER_TOKEN
         audio = (rng.standard_normal(samples) * 0.05).astype(np.float32)
         chunk = chunk_ms * SAMPLE_RATE // 1000
         session = self.stream(delay_ms)

@@ -34,6 +34,11 @@ TOKEN_S = SAMPLES_PER_TOKEN / SAMPLE_RATE  # 0.08
 STATS_WINDOW = 1024  # recent per-step timings kept for percentiles
 
 
+def prompt_samples(delay_ms: int) -> int:
+    """The audio samples that complete a stream's prompt, so its first id comes out."""
+    return (delay_ms // 80 + 1) * SAMPLES_PER_TOKEN + 40
+
+
 def delay_tokens_for(delay_ms: object) -> int:
     """80..2400 ms in steps of 80 -> 1..30 tokens; anything else is a DelayError."""
     if isinstance(delay_ms, bool) or not isinstance(delay_ms, (int, np.integer)):

@@ -187,7 +187,7 @@ async def _caption(
     loop = asyncio.get_running_loop()
     detector = LanguageDetector()
     await loop.run_in_executor(None, detector.warm_up)  # in a thread: signals are handled meanwhile
-    if getattr(model, "needs_warm_up", False):  # CUDA: autotuning and compiles before the audio starts
+    if model.needs_warm_up:  # CUDA: autotuning and compiles before the audio starts
         await loop.run_in_executor(None, model.warm_up, settings.delay_ms)
     if stop_reason:
         return None

@@ -127,7 +127,7 @@ class CaptionRuntime:
             question = f"{error}\n\nDownload the default model now? (it is large; this takes a while)"
             app.post_message(ModelMissing(str(error), question))
             return
-        if getattr(model, "needs_warm_up", False):  # CUDA: autotuning and compiles now, not on live audio
+        if model.needs_warm_up:  # CUDA: autotuning and compiles now, not on live audio
             model.warm_up(self.settings.delay_ms)
         # The stream (KV caches) and the journal (a file and an fsync) are made here, off the UI thread.
         session = model.stream(delay_ms=self.settings.delay_ms)
