@@ -30,6 +30,7 @@ lookup of a tied embedding), so the decoder never needs to know which one it hol
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -128,9 +129,23 @@ def dense_form(weight: torch.Tensor, bias: torch.Tensor | None, row_source: Quan
     return DenseLinear.of(weight, bias) if packed is None else PackedLinear(packed, bias, row_source)
 
 
+@cache
+def onednn_packs_bf16() -> bool:
+    """Whether this torch and CPU pack bf16 weights for oneDNN at all: its bf16 path needs AVX-512
+    (BW, VL, DQ) or AVX-NE-CONVERT; an AVX2-only CPU has none, and every dense bf16 weight stays a
+    plain :class:`DenseLinear` there."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 32, dtype=torch.bfloat16), 1)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
+
+
 def _onednn_packed(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-    if (weight.device.type != "cpu" or weight.dtype != torch.bfloat16 or kernels.active(weight)
-            or not torch.backends.mkldnn.is_available()):  # fmt: skip
+    cpu_bf16 = weight.device.type == "cpu" and weight.dtype == torch.bfloat16
+    if not cpu_bf16 or kernels.active(weight) or not onednn_packs_bf16():
         return None
     probe = torch.randn(4, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     try:
