@@ -8,12 +8,15 @@ number of steps on the same weights (quantized weights are given to it dequantiz
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from asr import kernels, prefetch
 from asr.audio import SAMPLE_RATE, SAMPLES_PER_TOKEN
 from asr.runtime import Model
 from asr.stream import StreamingSession, prompt_samples
@@ -113,6 +116,27 @@ def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: 
         if bubbles_us is not None:
             result.profile_bubbles_ms = bubbles_us / max(1, n_steps) / 1000.0
     return result
+
+
+# Settings ``ab_benchmark`` alternates between, each a name -> context manager that applies it.
+AB_KNOBS: dict[str, dict[str, Callable[[], contextlib.AbstractContextManager[None]]]] = {
+    "pdl": {"on": contextlib.nullcontext, "off": kernels.pdl_disabled},
+    "l2-prefetch": {mode: (lambda mode=mode: prefetch.using(mode)) for mode in ("0", "bulk", "lines")},
+}
+
+
+def ab_benchmark(model: Model, knob: str, repeat: int = 2, **kwargs: object) -> list[tuple[str, BenchResult]]:
+    """``benchmark`` under each setting of ``knob`` in turn, ``repeat`` rounds, in one process on
+    the same loaded weights: (setting, result) in the order run. Runs on one GPU drift by a few
+    per cent and GPUs of one kind differ by about 5 %, so speed-ups that small only show when the
+    variants alternate like this (each stream captures its graphs under its own setting)."""
+    settings = AB_KNOBS[knob]
+    runs = []
+    for _ in range(repeat):
+        for name, apply in settings.items():
+            with apply():
+                runs.append((name, benchmark(model, **kwargs)))
+    return runs
 
 
 @dataclass

@@ -10,12 +10,15 @@ launch plus one 8-byte copy back.
 Capture runs the step once for warm-up on a side stream. That warm-up writes the ring slot of
 the position it is given; we give it the next position to run, whose slot holds only a key the
 next query no longer sees, and restore the slot positions afterwards, so the cache is unchanged.
+The warm-up also notes the order of the products, so that the captured graph can pull each
+one's weights into L2 while the one before it runs (asr/prefetch.py).
 """
 
 from __future__ import annotations
 
 import torch
 
+from asr import prefetch
 from asr.cache import RingKVCache
 from asr.decoder import TextDecoder
 from asr.encoder import ConvState
@@ -48,13 +51,15 @@ class GraphedEncodeStep:
         scratch_cache = net.whisper_encoder.new_cache(1, dtype, device)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), prefetch.recording() as products:
             encode_tokens(net, self.mel, scratch_conv, scratch_cache, self.positions)
         torch.cuda.current_stream(device).wait_stream(side)
         del scratch_conv, scratch_cache
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        prefetch_stream = prefetch.side_stream(device)
+        with torch.cuda.graph(self.graph), prefetch.issuing(products, prefetch_stream) as plan:
             self.embeds = encode_tokens(net, self.mel, conv, cache, self.positions)[0]  # [n, dim]
+        self.prefetches = plan.launched
 
     def __call__(self, mel: torch.Tensor, first_position: int) -> torch.Tensor:
         """mel [128, 8n] of the next n tokens -> their audio embeddings [n, dim] (a copy)."""
@@ -75,12 +80,15 @@ class GraphedDecodeStep:
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            self._forward()  # warm-up: lazy kernel init (cuBLAS handles, SDPA choice) outside capture
+            with prefetch.recording() as products:
+                self._forward()  # warm-up: lazy kernel init (cuBLAS handles, SDPA choice) outside capture
             cache.slot_pos.copy_(saved_slots)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        prefetch_stream = prefetch.side_stream(device)
+        with torch.cuda.graph(self.graph), prefetch.issuing(products, prefetch_stream) as plan:
             self.next_token = self._forward()  # [1] int64, on the device
+        self.prefetches = plan.launched
         cache.slot_pos.copy_(saved_slots)  # capture does not run kernels, but be explicit
 
     def _forward(self) -> torch.Tensor:

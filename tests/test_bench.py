@@ -108,8 +108,42 @@ def test_compare_reference_reports_the_ratio(tiny_model_dir, capsys) -> None:
     (["--chunk-ms", "15"], "--chunk-ms must be a positive multiple of 10"),
     (["--context", "-1"], "--context must be 0 or more steps"),
     (["--profile", "-2"], "--profile must be 0 or more steps"),
+    (["--ab", "pdl", "--repeat", "0"], "--repeat must be 1 or more rounds"),
+    (["--ab", "pdl", "--compare-reference"], "--ab and --compare-reference are separate runs: pick one"),
 ])  # fmt: skip
 def test_bad_arguments_are_named(capsys, args, message) -> None:
     rc, out, err = bench(capsys, "--random", "--quant", "q4_0", "--compute-device", "cpu", *args)
     assert rc == 2 and out == ""
     assert message in err and "Traceback" not in err
+
+
+def test_ab_alternates_the_settings_and_runs_each_under_its_own(tiny_model_dir, capsys, monkeypatch) -> None:
+    """--ab runs the benchmark once per setting per round, in turn, each with its setting applied
+    while its stream (and so its graphs) is built, and restored afterwards."""
+    import asr.bench
+    from asr import prefetch
+
+    seen = []
+    real = asr.bench.benchmark
+
+    def spy(model, **kwargs):
+        seen.append(prefetch.settings.mode)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(asr.bench, "benchmark", spy)
+    before = prefetch.settings.mode
+    rc, out, _ = bench(capsys, "--model", str(tiny_model_dir), "--compute-device", "cpu", "--seconds", "0.4",
+                       "--ab", "l2-prefetch", "--repeat", "2", "--json")  # fmt: skip
+    assert rc == 0
+    r = json.loads(out)
+    assert r["knob"] == "l2-prefetch"
+    assert [run["setting"] for run in r["runs"]] == ["0", "bulk", "lines"] * 2 == seen
+    assert all(run["steps"] == 5 for run in r["runs"])
+    assert prefetch.settings.mode == before
+    rc, text, _ = bench(capsys, "--model", str(tiny_model_dir), "--compute-device", "cpu", "--seconds", "0.24",
+                        "--ab", "pdl", "--repeat", "1")  # fmt: skip
+    assert rc == 0
+    lines = text.splitlines()
+    assert lines[0].startswith("voxcap bench --ab pdl:")
+    assert [line.split()[0] for line in lines[2:4]] == ["on", "off"]
+    assert "median total" in lines[-1] and "x of on" in lines[-1]

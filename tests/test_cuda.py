@@ -154,7 +154,21 @@ def test_cuda_fast_path_every_format(format_files, fmt):
     assert agreement >= FAST_MIN_AGREEMENT
 
 
-@pytest.mark.parametrize("fmt", ["gguf-transcribe-cpp-Q8_0", "gguf-transcribe-cpp-Q4_K_M", "gguf-transcribe-cpp-BF16"])
+GRAPHED_FORMATS = ["gguf-transcribe-cpp-Q8_0", "gguf-transcribe-cpp-Q4_K_M", "gguf-transcribe-cpp-BF16"]
+
+
+def graphed_stream(model, audio):
+    """Ids of a graph-replayed stream in 80 ms feeds, the encoder and decoder rings it leaves (every
+    layer's keys and values), and how many L2 prefetches its graphs captured."""
+    session = model.stream(480)
+    ids = [t.id for start in range(0, len(audio), 1280) for t in session.feed(audio[start : start + 1280])]
+    inner = session._inner
+    rings = [t.clone() for cache in (inner.enc_cache, inner.dec_cache) for t in (*cache.k, *cache.v)]
+    prefetches = inner._graph.prefetches + sum(g.prefetches for g in inner._encoder_graphs.values())
+    return ids, rings, prefetches
+
+
+@pytest.mark.parametrize("fmt", GRAPHED_FORMATS)
 def test_cuda_dependent_launches_change_no_bit(format_files, fmt):
     """Programmatic dependent launch (Hopper) only lets a kernel start while the one before it
     drains; every read of an activation waits. So graph-replayed streams with it on and off give
@@ -165,20 +179,36 @@ def test_cuda_dependent_launches_change_no_bit(format_files, fmt):
     config, written = format_files
     model = asr.load_model(written[fmt].path, device="cuda", dtype=torch.bfloat16)
     audio = synthetic_speechlike(12.0, seed=9)
-
-    def stream():
-        session = model.stream(480)
-        ids = [t.id for start in range(0, len(audio), 1280) for t in session.feed(audio[start : start + 1280])]
-        inner = session._inner
-        rings = [t.clone() for cache in (inner.enc_cache, inner.dec_cache) for t in (*cache.k, *cache.v)]
-        return ids, rings
-
-    ids, rings = stream()
+    ids, rings, _ = graphed_stream(model, audio)
     with kernels.pdl_disabled():
-        plain_ids, plain_rings = stream()
+        plain_ids, plain_rings, _ = graphed_stream(model, audio)
     assert len(ids) > 100
     assert ids == plain_ids
     assert all(torch.equal(a, b) for a, b in zip(rings, plain_rings, strict=True))
+
+
+@pytest.mark.parametrize("fmt", GRAPHED_FORMATS)
+def test_cuda_l2_prefetch_changes_no_bit(format_files, fmt, monkeypatch):
+    """The graphs' side stream of L2 prefetches (asr/prefetch.py) is captured (one per product
+    after the first, at least) and changes nothing: ids and rings equal those of graphs without it."""
+    from asr import prefetch
+
+    config, written = format_files
+    model = asr.load_model(written[fmt].path, device="cuda", dtype=torch.bfloat16)
+    audio = synthetic_speechlike(12.0, seed=9)
+    results = {}
+    for mode in ("bulk", "lines", "0"):
+        monkeypatch.setattr(prefetch.settings, "mode", mode)
+        results[mode] = graphed_stream(model, audio)
+    products_per_pass = 4 * (model.cfg.encoder.n_layers + model.cfg.decoder.n_layers)
+    assert results["bulk"][2] >= products_per_pass
+    assert results["lines"][2] == results["bulk"][2]
+    assert results["0"][2] == 0
+    ids, rings, _ = results["0"]
+    assert len(ids) > 100
+    for mode in ("bulk", "lines"):
+        assert results[mode][0] == ids
+        assert all(torch.equal(a, b) for a, b in zip(results[mode][1], rings, strict=True))
 
 
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0", "bf16"])

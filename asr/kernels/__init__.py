@@ -50,7 +50,7 @@ def active(x: torch.Tensor) -> bool:
 
 
 @cache
-def _hopper_or_later(index: int) -> bool:
+def hopper_or_later(index: int) -> bool:
     return torch.cuda.get_device_capability(index) >= (9, 0)
 
 
@@ -58,7 +58,7 @@ def launch_options(x: torch.Tensor) -> dict[str, bool]:
     """Extra launch arguments for a kernel taking the ``USE_GDC`` constexpr: programmatic
     dependent launch on Hopper and later (``griddepcontrol`` needs sm_90), nothing elsewhere
     (older GPUs, the CPU interpreter)."""
-    if _state["pdl"] and x.is_cuda and not interpreting() and _hopper_or_later(x.device.index or 0):
+    if _state["pdl"] and x.is_cuda and not interpreting() and hopper_or_later(x.device.index or 0):
         return {"USE_GDC": True, "launch_pdl": True}
     return {"USE_GDC": False}
 

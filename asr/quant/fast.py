@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asr import kernels
+from asr import kernels, prefetch
 from asr.quant.linear import QLinear
 from asr.quant.tensor import QuantizedTensor
 from asr.quant.types import QuantType
@@ -72,6 +72,7 @@ class DenseLinear(nn.Linear):
     """``nn.Linear`` with the fast-form interface (``dense_weight``, ``rows``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prefetch.before_product(self)
         return dense_linear(x, self.weight, self.bias)
 
     def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
@@ -236,6 +237,7 @@ class Int4Linear(nn.Module):
         x = x.to(torch.bfloat16).contiguous()
         if self.planes == 2:
             x = torch.cat((x, x), dim=1)  # [M, 2K]: each input meets both planes of its weight
+        prefetch.before_product(self)
         if x.is_cuda:
             return torch._weight_int4pack_mm(x, self.weight, INT4_GROUP, self.scales_zeros)
         return torch._weight_int4pack_mm_for_cpu(x, self.weight, INT4_GROUP, self.scales_zeros)
@@ -330,6 +332,7 @@ class Int8Linear(nn.Module):
 
     def _forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.compute_dtype)
+        prefetch.before_product(self)
         if flat.shape[0] <= MAX_GEMV_ROWS and kernels.active(flat):
             from asr.kernels.gemv import int8_gemv
 

@@ -10,6 +10,7 @@ import time
 # Storage types of --random weights (asr.weights.random; listed here so the CLI starts without torch).
 RANDOM_QUANTS = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 PROFILE_ROWS = 25  # rows of --profile printed (--json has them all)
+AB_KNOBS = ("pdl", "l2-prefetch")  # asr.bench.AB_KNOBS (named here so the CLI starts without torch)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="then run STEPS more steps under torch.profiler and list the time per GPU kernel "
                              "(CPU: per operator), per step")  # fmt: skip
+    parser.add_argument("--ab", choices=AB_KNOBS, metavar="KNOB",
+                        help="A/B in one process: alternate the settings of KNOB (pdl: dependent launch on/off; "
+                             "l2-prefetch: 0/bulk/lines) for --repeat rounds and compare their totals")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=2, metavar="N", help="rounds of --ab (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -61,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     if args.profile < 0:
         print("voxcap bench: --profile must be 0 or more steps", file=sys.stderr)
         return 2
+    if args.ab and args.compare_reference:
+        print("voxcap bench: --ab and --compare-reference are separate runs: pick one", file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print("voxcap bench: --repeat must be 1 or more rounds", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     if args.random or not args.model:
         model = load_random_model(args.quant, args.device, args.dtype, fast=not args.reference_path)
@@ -72,6 +83,17 @@ def run(args: argparse.Namespace) -> int:
                                fast=not args.reference_path)  # fmt: skip
         weights = model.info.name
     load_s = time.perf_counter() - t0
+    if args.ab:
+        from asr.bench import ab_benchmark
+
+        runs = ab_benchmark(model, args.ab, args.repeat, seconds=args.seconds, delay_ms=args.delay_ms, load_s=load_s,
+                            weights=weights, context=args.context, chunk_ms=args.chunk_ms,
+                            profile_steps=args.profile)  # fmt: skip
+        if args.json:
+            print(json.dumps({"knob": args.ab, "runs": [{"setting": s, **r.as_dict()} for s, r in runs]}))
+        else:
+            _print_ab(args.ab, runs)
+        return 0
     result = benchmark(model, args.seconds, args.delay_ms, load_s, weights, context=args.context,
                        chunk_ms=args.chunk_ms, profile_steps=args.profile)  # fmt: skip
     if args.compare_reference:
@@ -82,6 +104,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print(result)
     return 0
+
+
+def _print_ab(knob: str, runs: list) -> None:
+    first = runs[0][1]
+    print(f"voxcap bench --ab {knob}: {first.weights} on {first.device_name} ({first.device}), {first.dtype}, "
+          f"delay {first.delay_ms} ms, context {first.context}, {first.chunk_ms} ms chunks")
+    print("  setting     encoder p50  decoder p50    total p50")
+    totals: dict[str, list[float]] = {}
+    for setting, r in runs:
+        totals.setdefault(setting, []).append(r.total_ms_p50)
+        print(f"  {setting:8s} {r.encoder_ms_p50:11.3f} ms {r.decoder_ms_p50:9.3f} ms {r.total_ms_p50:9.3f} ms")
+    base_setting, base = next(iter(totals.items()))
+    base_median = sorted(base)[len(base) // 2]
+    for setting, values in totals.items():
+        median = sorted(values)[len(values) // 2]
+        print(f"  {setting:8s} median total {median:.3f} ms over {len(values)} runs, "
+              f"{median / base_median:.3f}x of {base_setting}")
 
 
 def _print(r: object) -> None:
