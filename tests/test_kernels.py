@@ -197,6 +197,37 @@ def test_dense_gemv(M, dtype):
         dense_gemv(torch.zeros(9, K, dtype=dtype, device=DEVICE), w.to(DEVICE))
 
 
+@pytest.mark.parametrize("M", [1, 4])
+@pytest.mark.parametrize("kind", ["dense", "int8", "int8-offsets", "int8-q6k"])
+def test_gemv_takes_the_swiglu_input_bit_for_bit(M, kind):
+    """glu=True: the GEMV reads SwiGLU's [gate | up] and forms silu(gate) * up itself. Its output
+    equals silu_mul then the plain GEMV exactly (the same rounded inputs, the same sums)."""
+    from asr.kernels.gemv import dense_gemv, int8_gemv
+    from asr.kernels.norm import silu_mul
+
+    gen = torch.Generator().manual_seed(M)
+    # The decoder's w2 takes K = 9216; any K the tiles do not divide will do (Q6_K: whole blocks of 256).
+    N, K = 72, 1280 if kind == "int8-q6k" else 1056
+    gate_up = (torch.randn(M, 2 * K, generator=gen) * 3).to(torch.bfloat16).to(DEVICE)
+    if kind == "dense":
+        w = torch.randn(N, K, generator=gen).to(torch.bfloat16).to(DEVICE)
+        got, want = dense_gemv(gate_up, w, glu=True), dense_gemv(silu_mul(gate_up), w)
+    else:
+        group = 16 if kind == "int8-q6k" else 32
+        codes = torch.randint(-32 if kind == "int8-q6k" else -128, 32 if kind == "int8-q6k" else 128, (N, K),
+                              dtype=torch.int8, generator=gen).to(DEVICE)  # fmt: skip
+        if kind == "int8-q6k":  # int8 sub-scales times a float16 scale per 256
+            scale = torch.randint(-128, 128, (N, K // group), dtype=torch.int8, generator=gen).to(DEVICE)
+            block = (torch.rand(N, K // 256, generator=gen) * 1e-3).to(torch.float16).to(DEVICE)
+        else:
+            scale, block = (torch.rand(N, K // group, generator=gen) * 0.01).to(torch.float16).to(DEVICE), None
+        offset = (torch.randn(N, K // group, generator=gen) * 0.01).to(DEVICE) if kind == "int8-offsets" else None
+        args = (codes, scale, offset, group, block)
+        got, want = int8_gemv(gate_up, *args, glu=True), int8_gemv(silu_mul(gate_up), *args)
+    assert got.shape == (M, N)
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("kind", ["dense", "int8"])
 def test_every_gemv_tile(kind):
     """Each tile the GPU autotuner may pick (the interpreter always runs one wide tile), called
@@ -218,7 +249,7 @@ def test_every_gemv_tile(kind):
             for bn, bk, warps, reduce_each in gemv._DENSE_TILES:
                 gemv._dense_gemv_kernel.fn[(triton.cdiv(N, bn),)](
                     x_dev, w, y, M, N, K, M_PAD=gemv._pad(M), BLOCK_N=bn, BLOCK_K=bk,
-                    REDUCE_EACH=reduce_each, num_warps=warps, **kernels.launch_options(x_dev))  # fmt: skip
+                    REDUCE_EACH=reduce_each, GLU=False, num_warps=warps, **kernels.launch_options(x_dev))  # fmt: skip
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, reduce_each, M)
         else:
             codes = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=gen)
@@ -228,7 +259,7 @@ def test_every_gemv_tile(kind):
             for bn, bk, warps, stages in gemv._INT8_TILES:
                 gemv._int8_gemv_kernel.fn[(triton.cdiv(N, bn),)](
                     x_dev, codes, scale, scale, scale, y, M, N, K, G=G, M_PAD=gemv._pad(M), HAS_OFFSET=False,
-                    SUPER=0, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
+                    SUPER=0, BLOCK_N=bn, BLOCK_K=bk, GLU=False, num_warps=warps, num_stages=stages,
                     **kernels.launch_options(x_dev))  # fmt: skip
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, M)
 

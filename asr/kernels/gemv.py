@@ -10,6 +10,11 @@ own BLOCK_N output rows and walk K, so each weight byte is read exactly once wha
 * ``int8_gemv``: ``y[m, n] = sum_g scale[n, g] * (code[n, g] . x[m, g]) + offset[n, g] * sum(x[m, g])``
   over groups of G values (Q5_x, Q6_K, Q8_0 as exact int8 codes with exact group scales), so
   the weights are the file's values (the dense reference rounds them to bf16 first).
+
+Both take ``glu=True`` for SwiGLU's down projection: the input is then the fused w1|w3 output
+[gate | up], and the kernel forms silu(gate) * up while loading it, rounded exactly as the
+separate kernel (asr/kernels/norm.py) rounds it, so the separate launch and its round trip
+through memory go away and the product keeps its bits.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import triton.language as tl
 
 from asr import kernels
 from asr.kernels import interpreting
+from asr.kernels.norm import silu_times_up
 from asr.kernels.pdl import wait_for_predecessor
 from asr.kernels.rounding import round_to
 
@@ -63,11 +69,12 @@ def _fits_registers(configs: list[triton.Config], named_args: dict, **kwargs: ob
 
 
 @triton.autotune(configs=_tuned(_DENSE_CONFIGS, triton.Config({**_INTERPRETER_TILE, "REDUCE_EACH": 1})),
-                 key=["N", "K", "M_PAD"], prune_configs_by={"early_config_prune": _fits_registers},
+                 key=["N", "K", "M_PAD", "GLU"], prune_configs_by={"early_config_prune": _fits_registers},
                  cache_results=True)  # fmt: skip
 @triton.jit
 def _dense_gemv_kernel(x_ptr, w_ptr, y_ptr, M, N, K, M_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr, USE_GDC: tl.constexpr):  # fmt: skip
+                       BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr, GLU: tl.constexpr,
+                       USE_GDC: tl.constexpr):  # fmt: skip
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
     row_ok = rows < N
     ms = tl.arange(0, M_PAD)
@@ -77,10 +84,10 @@ def _dense_gemv_kernel(x_ptr, w_ptr, y_ptr, M, N, K, M_PAD: tl.constexpr, BLOCK_
     # no earlier kernel); the loop over the rest is the plain one.
     w = _dense_tile(w_ptr, rows, row_ok, 0, K, BLOCK_K)
     wait_for_predecessor(USE_GDC)
-    acc = _dense_step(acc, w, x_ptr, ms, m_ok, 0, K, BLOCK_K, REDUCE_EACH)
+    acc = _dense_step(acc, w, x_ptr, ms, m_ok, 0, K, BLOCK_K, REDUCE_EACH, GLU)
     for k0 in range(BLOCK_K, K, BLOCK_K):
         acc = _dense_step(acc, _dense_tile(w_ptr, rows, row_ok, k0, K, BLOCK_K), x_ptr, ms, m_ok, k0, K, BLOCK_K,
-                          REDUCE_EACH)  # fmt: skip
+                          REDUCE_EACH, GLU)  # fmt: skip
     y = round_to(tl.sum(acc, axis=2), y_ptr.dtype.element_ty)  # [M_PAD, BN]
     tl.store(y_ptr + ms[:, None] * N + rows[None, :], y, mask=m_ok[:, None] & row_ok[None, :])
 
@@ -93,11 +100,24 @@ def _dense_tile(w_ptr, rows, row_ok, k0, K, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _dense_step(acc, w, x_ptr, ms, m_ok, k0, K, BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr):
+def _input(x_ptr, rows, ks, K, mask, GLU: tl.constexpr):
+    """Input ``rows`` at columns ``ks`` (broadcast together) in fp32. GLU: x_ptr holds rows of 2K,
+    [gate | up] (the fused w1|w3 output), and the input is silu(gate) * up, rounded as the
+    separate SwiGLU kernel rounds it: the same values that kernel would have written."""
+    if GLU:
+        gate = tl.load(x_ptr + rows * 2 * K + ks, mask=mask, other=0.0).to(tl.float32)
+        up = tl.load(x_ptr + rows * 2 * K + K + ks, mask=mask, other=0.0).to(tl.float32)
+        return silu_times_up(gate, up, x_ptr.dtype.element_ty).to(tl.float32)
+    return tl.load(x_ptr + rows * K + ks, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _dense_step(acc, w, x_ptr, ms, m_ok, k0, K, BLOCK_K: tl.constexpr, REDUCE_EACH: tl.constexpr,
+                GLU: tl.constexpr):  # fmt: skip
     """acc plus the products of the weight tile w [BN, BK] with columns k0.. of every input row."""
     ks = k0 + tl.arange(0, BLOCK_K)
-    x = tl.load(x_ptr + ms[:, None] * K + ks[None, :], mask=m_ok[:, None] & (ks < K)[None, :], other=0.0)
-    prod = w.to(tl.float32)[None, :, :] * x.to(tl.float32)[:, None, :]  # [M_PAD, BN, BK]
+    x = _input(x_ptr, ms[:, None], ks[None, :], K, m_ok[:, None] & (ks < K)[None, :], GLU)  # [M_PAD, BK]
+    prod = w.to(tl.float32)[None, :, :] * x[:, None, :]  # [M_PAD, BN, BK]
     if REDUCE_EACH:
         acc += tl.sum(prod, axis=2, keep_dims=True)
     else:
@@ -105,14 +125,23 @@ def _dense_step(acc, w, x_ptr, ms, m_ok, k0, K, BLOCK_K: tl.constexpr, REDUCE_EA
     return acc
 
 
-def dense_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x [M <= 8, K] times weight [N, K] (x's dtype) -> [M, N], fp32 accumulation."""
-    M, K = x.shape
+def dense_gemv(x: torch.Tensor, weight: torch.Tensor, glu: bool = False) -> torch.Tensor:
+    """x [M <= 8, K] times weight [N, K] (x's dtype) -> [M, N], fp32 accumulation.
+
+    ``glu``: x is [M, 2K], SwiGLU's [gate | up], and the product is ``silu_mul(x) @ weight.T``
+    (the same bits) without the separate kernel.
+    """
+    M, K = _rows_and_k(x, glu)
     N = weight.shape[0]
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    _dense_gemv_kernel[grid](x.contiguous(), weight, y, M, N, K, M_PAD=_pad(M), **kernels.launch_options(x))
+    _dense_gemv_kernel[grid](x.contiguous(), weight, y, M, N, K, M_PAD=_pad(M), GLU=glu, **kernels.launch_options(x))
     return y
+
+
+def _rows_and_k(x: torch.Tensor, glu: bool) -> tuple[int, int]:
+    M, width = x.shape
+    return M, width // 2 if glu else width
 
 
 def _pad(m: int) -> int:
@@ -129,11 +158,11 @@ _INT8_CONFIGS = [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_
 
 
 @triton.autotune(configs=_tuned(_INT8_CONFIGS, triton.Config(_INTERPRETER_TILE)),
-                 key=["N", "K", "M_PAD", "G", "HAS_OFFSET", "SUPER"], cache_results=True)  # fmt: skip
+                 key=["N", "K", "M_PAD", "G", "HAS_OFFSET", "SUPER", "GLU"], cache_results=True)  # fmt: skip
 @triton.jit
 def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, d_ptr, o_ptr, y_ptr, M, N, K, G: tl.constexpr, M_PAD: tl.constexpr,
                       HAS_OFFSET: tl.constexpr, SUPER: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_K: tl.constexpr, USE_GDC: tl.constexpr):  # fmt: skip
+                      BLOCK_K: tl.constexpr, GLU: tl.constexpr, USE_GDC: tl.constexpr):  # fmt: skip
     # The codes are loaded as [BN, GPB, G] straight from memory (no reshape, which costs a trip
     # through shared memory), each group's dot product is reduced within its thread, and the
     # scaled group sums stay in registers as [M_PAD, BN, GPB] until the end: no cross-thread
@@ -148,11 +177,11 @@ def _int8_gemv_kernel(x_ptr, w_ptr, s_ptr, d_ptr, o_ptr, y_ptr, M, N, K, G: tl.c
     codes, scale, offset = _int8_tile(w_ptr, s_ptr, d_ptr, o_ptr, rows, row_ok, 0, n_groups, K, G, GPB, HAS_OFFSET,
                                       SUPER)  # fmt: skip
     wait_for_predecessor(USE_GDC)
-    acc = _int8_step(acc, codes, scale, offset, x_ptr, 0, n_groups, M, K, G, GPB, M_PAD, HAS_OFFSET)
+    acc = _int8_step(acc, codes, scale, offset, x_ptr, 0, n_groups, M, K, G, GPB, M_PAD, HAS_OFFSET, GLU)
     for g0 in range(GPB, n_groups, GPB):
         codes, scale, offset = _int8_tile(w_ptr, s_ptr, d_ptr, o_ptr, rows, row_ok, g0, n_groups, K, G, GPB,
                                           HAS_OFFSET, SUPER)  # fmt: skip
-        acc = _int8_step(acc, codes, scale, offset, x_ptr, g0, n_groups, M, K, G, GPB, M_PAD, HAS_OFFSET)
+        acc = _int8_step(acc, codes, scale, offset, x_ptr, g0, n_groups, M, K, G, GPB, M_PAD, HAS_OFFSET, GLU)
     ms = tl.arange(0, M_PAD)
     y = round_to(tl.sum(acc, axis=2), y_ptr.dtype.element_ty)  # [M_PAD, BN]
     tl.store(y_ptr + ms[:, None] * N + rows[None, :], y, mask=(ms < M)[:, None] & row_ok[None, :])
@@ -180,14 +209,14 @@ def _int8_tile(w_ptr, s_ptr, d_ptr, o_ptr, rows, row_ok, g0, n_groups, K, G: tl.
 
 @triton.jit
 def _int8_step(acc, codes, scale, offset, x_ptr, g0, n_groups, M, K, G: tl.constexpr, GPB: tl.constexpr,
-               M_PAD: tl.constexpr, HAS_OFFSET: tl.constexpr):  # fmt: skip
+               M_PAD: tl.constexpr, HAS_OFFSET: tl.constexpr, GLU: tl.constexpr):  # fmt: skip
     """acc [M_PAD, BN, GPB] plus each input row's scaled group sums over the tile's groups."""
     gs = g0 + tl.arange(0, GPB)
     g_ok = gs < n_groups
     ks = gs[:, None] * G + tl.arange(0, G)[None, :]  # [GPB, G]
     ms = tl.arange(0, M_PAD)
     for m in tl.static_range(M_PAD):
-        x = tl.load(x_ptr + m * K + ks, mask=g_ok[:, None] & (m < M), other=0.0).to(tl.float32)  # [GPB, G]
+        x = _input(x_ptr, m, ks, K, g_ok[:, None] & (m < M), GLU)  # [GPB, G]
         # Integer codes times x within a group, then the group's scale: s_g * (q_g . x_g).
         part = scale * tl.sum(codes * x[None, :, :], axis=2)  # [BN, GPB]
         if HAS_OFFSET:
@@ -197,14 +226,15 @@ def _int8_step(acc, codes, scale, offset, x_ptr, g0, n_groups, M, K, G: tl.const
 
 
 def int8_gemv(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None,
-              group: int, block_scale: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+              group: int, block_scale: torch.Tensor | None = None, glu: bool = False) -> torch.Tensor:  # fmt: skip
     """x [M <= 8, K] times int8 codes [N, K] -> [M, N] in x's dtype.
 
     Group g of row n is ``scale[n, g] * codes + offset[n, g]``, with scale and offset [N, K/group]
     in float32 or float16. With ``block_scale`` [N, K/block] the scale is int8 sub-scales instead,
-    each multiplied by its block's scale (Q6_K).
+    each multiplied by its block's scale (Q6_K). ``glu``: x is SwiGLU's [gate | up], [M, 2K], as
+    in :func:`dense_gemv`.
     """
-    M, K = x.shape
+    M, K = _rows_and_k(x, glu)
     N = codes.shape[0]
     m_pad = _pad(M)
     super_ = 0 if block_scale is None else (K // group) // block_scale.shape[1]
@@ -212,6 +242,6 @@ def int8_gemv(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, offset:
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     _int8_gemv_kernel[grid](x.contiguous(), codes, scale, scale if block_scale is None else block_scale,
                             scale if offset is None else offset, y, M, N, K,
-                            G=group, M_PAD=m_pad, HAS_OFFSET=offset is not None, SUPER=super_,
+                            G=group, M_PAD=m_pad, HAS_OFFSET=offset is not None, SUPER=super_, GLU=glu,
                             **kernels.launch_options(x))  # fmt: skip
     return y

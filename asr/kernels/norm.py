@@ -78,6 +78,14 @@ def _launch(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, e
 
 
 @triton.jit
+def silu_times_up(gate, up, dt: tl.constexpr):
+    """fp32 gate and up -> silu(gate) * up in ``dt``, each op rounded as ``F.silu(gate) * up`` rounds
+    it. Shared with the GEMVs that take the fused w1|w3 output directly (asr/kernels/gemv.py)."""
+    silu = round_to(gate / (1.0 + tl.exp(-gate)), dt)
+    return round_to(silu.to(tl.float32) * up, dt)
+
+
+@triton.jit
 def _silu_mul_kernel(gu_ptr, y_ptr, H, BLOCK: tl.constexpr, USE_GDC: tl.constexpr):
     wait_for_predecessor(USE_GDC)
     row = tl.program_id(0)
@@ -85,9 +93,7 @@ def _silu_mul_kernel(gu_ptr, y_ptr, H, BLOCK: tl.constexpr, USE_GDC: tl.constexp
     mask = offs < H
     gate = tl.load(gu_ptr + row * 2 * H + offs, mask=mask, other=0.0).to(tl.float32)
     up = tl.load(gu_ptr + row * 2 * H + H + offs, mask=mask, other=0.0).to(tl.float32)
-    dt: tl.constexpr = y_ptr.dtype.element_ty
-    silu = round_to(gate / (1.0 + tl.exp(-gate)), dt)
-    tl.store(y_ptr + row * H + offs, round_to(silu.to(tl.float32) * up, dt), mask=mask)
+    tl.store(y_ptr + row * H + offs, silu_times_up(gate, up, y_ptr.dtype.element_ty), mask=mask)
 
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,15 @@ def dense_gemv_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return kernels.active(x) and x.dtype == weight.dtype != torch.float32
 
 
+def _glu_rows(gate_up: torch.Tensor, in_features: int, max_rows: int) -> torch.Tensor | None:
+    """gate_up [..., 2 * in_features] as [M, 2 * in_features] when a GEMV with a SwiGLU input can
+    take it (at most ``max_rows`` rows, on the kernel path), else None."""
+    flat = gate_up.reshape(-1, gate_up.shape[-1])
+    if gate_up.shape[-1] != 2 * in_features or flat.shape[0] > max_rows or not kernels.active(flat):
+        return None
+    return flat
+
+
 def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, through the dense Triton GEMV when x is a single row on the kernel path."""
     n_rows = x.numel() // x.shape[-1]
@@ -74,6 +83,18 @@ class DenseLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         prefetch.before_product(self)
         return dense_linear(x, self.weight, self.bias)
+
+    def glu_product(self, gate_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(``silu(gate) * up`` times this weight, the bias still to add) from SwiGLU's [gate | up]
+        in one dense GEMV, where that runs (one row); None otherwise (asr/layers.py SwiGLU)."""
+        flat = _glu_rows(gate_up, self.in_features, DENSE_GEMV_ROWS)
+        if flat is None or not dense_gemv_applies(flat, self.weight):
+            return None
+        from asr.kernels.gemv import dense_gemv
+
+        prefetch.before_product(self)
+        y = dense_gemv(flat, self.weight, glu=True)
+        return y.view(*gate_up.shape[:-1], self.out_features), self.bias
 
     def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
         return self.weight.to(dtype)
@@ -329,6 +350,19 @@ class Int8Linear(nn.Module):
     def unbiased(self, x: torch.Tensor) -> torch.Tensor:
         """x Wᵀ without the bias, which a fused consumer adds (asr/layers.py ``project``)."""
         return self._forward(x, None)
+
+    def glu_product(self, gate_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(``silu(gate) * up`` times this weight, the bias still to add) from SwiGLU's [gate | up]
+        in one GEMV, where that runs (up to 8 rows); None otherwise (asr/layers.py SwiGLU)."""
+        flat = _glu_rows(gate_up, self.in_features, MAX_GEMV_ROWS)
+        if flat is None:
+            return None
+        from asr.kernels.gemv import int8_gemv
+
+        prefetch.before_product(self)
+        y = int8_gemv(flat.to(self.compute_dtype), self.codes, self.scale, self.offset, self.group, self.block_scale,
+                      glu=True)  # fmt: skip
+        return y.view(*gate_up.shape[:-1], self.out_features), self.bias
 
     def _forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.compute_dtype)
