@@ -121,6 +121,7 @@ def benchmark(model: Model, seconds: float = 30.0, delay_ms: int = 480, load_s: 
 # Settings ``ab_benchmark`` alternates between, each a name -> context manager that applies it.
 AB_KNOBS: dict[str, dict[str, Callable[[], contextlib.AbstractContextManager[None]]]] = {
     "pdl": {"on": contextlib.nullcontext, "off": kernels.pdl_disabled},
+    "fused-swiglu": {"on": contextlib.nullcontext, "off": kernels.swiglu_unfused},
     "l2-prefetch": {mode: (lambda mode=mode: prefetch.using(mode)) for mode in ("0", "bulk", "lines")},
 }
 

@@ -85,7 +85,7 @@ class SwiGLU(nn.Module):
 
             # A GEMV form of w2 takes [gate | up] itself and applies SiLU-times-up as it loads
             # its input: one launch fewer per layer, the same bits (asr/kernels/gemv.py).
-            fused = getattr(self.w2, "glu_product", None)
+            fused = getattr(self.w2, "glu_product", None) if kernels.fused_swiglu() else None
             out = None if fused is None else fused(gate_up)
             return out if out is not None else project(self.w2, silu_mul(gate_up))
         gate, up = gate_up.chunk(2, dim=-1)

@@ -147,3 +147,10 @@ def test_ab_alternates_the_settings_and_runs_each_under_its_own(tiny_model_dir, 
     assert lines[0].startswith("voxcap bench --ab pdl:")
     assert [line.split()[0] for line in lines[2:4]] == ["on", "off"]
     assert "median total" in lines[-1] and "x of on" in lines[-1]
+
+
+def test_the_cli_names_every_ab_knob_the_engine_has() -> None:
+    from asr.bench import AB_KNOBS
+    from tui.commands.bench import AB_KNOBS as CLI_KNOBS
+
+    assert CLI_KNOBS == tuple(AB_KNOBS)

@@ -228,6 +228,30 @@ def test_gemv_takes_the_swiglu_input_bit_for_bit(M, kind):
     assert torch.equal(got, want)
 
 
+def test_swiglu_hands_gate_up_to_the_down_projection_unless_told_not_to(monkeypatch):
+    """SwiGLU with a GEMV form as w2 calls its glu_product (one launch fewer) and gives the same
+    bits as the separate activation kernel, which ``kernels.swiglu_unfused()`` brings back."""
+    from asr.fuse import accelerate
+    from asr.layers import SwiGLU
+
+    gen = torch.Generator().manual_seed(3)
+    ffn = SwiGLU(64, 160, w2_bias=False)
+    for p in ffn.parameters():
+        p.data = torch.randn(p.shape, generator=gen).to(torch.bfloat16) * 0.1
+    accelerate(ffn)
+    ffn = ffn.to(DEVICE)
+    calls = []
+    real = type(ffn.w2).glu_product
+    monkeypatch.setattr(type(ffn.w2), "glu_product", lambda self, gu: calls.append(gu.shape) or real(self, gu))
+    x = torch.randn(1, 1, 64, generator=gen).to(torch.bfloat16).to(DEVICE)
+    fused, _ = ffn(x)
+    assert calls == [(1, 1, 320)]
+    with kernels.swiglu_unfused():
+        plain, _ = ffn(x)
+    assert len(calls) == 1
+    assert torch.equal(fused, plain)
+
+
 @pytest.mark.parametrize("kind", ["dense", "int8"])
 def test_every_gemv_tile(kind):
     """Each tile the GPU autotuner may pick (the interpreter always runs one wide tile), called

@@ -27,7 +27,7 @@ from functools import cache, lru_cache
 import torch
 
 _state = {"enabled": os.environ.get("VOXCAP_KERNELS", "1") != "0", "cpu": False,
-          "pdl": os.environ.get("VOXCAP_PDL", "1") != "0"}
+          "pdl": os.environ.get("VOXCAP_PDL", "1") != "0", "fused_swiglu": True}
 
 
 @lru_cache(maxsize=1)
@@ -76,6 +76,16 @@ def _setting(key: str, value: bool) -> Iterator[None]:
         yield
     finally:
         _state[key] = previous
+
+
+def fused_swiglu() -> bool:
+    """Whether SwiGLU hands [gate | up] to a down projection that forms silu(gate) * up itself."""
+    return _state["fused_swiglu"]
+
+
+def swiglu_unfused() -> contextlib.AbstractContextManager[None]:
+    """Run SwiGLU's activation as its own kernel inside the block (A/B benchmarks, tests)."""
+    return _setting("fused_swiglu", False)
 
 
 def disabled() -> contextlib.AbstractContextManager[None]:
