@@ -123,6 +123,7 @@ AB_KNOBS: dict[str, dict[str, Callable[[], contextlib.AbstractContextManager[Non
     "pdl": {"on": contextlib.nullcontext, "off": kernels.pdl_disabled},
     "fused-swiglu": {"on": contextlib.nullcontext, "off": kernels.swiglu_unfused},
     "l2-prefetch": {mode: (lambda mode=mode: prefetch.using(mode)) for mode in ("0", "bulk", "lines")},
+    "fused-norm": {"off": lambda: kernels.norm_fused(False), "on": kernels.norm_fused},
 }
 
 

@@ -114,9 +114,9 @@ class TextDecoder(nn.Module):
         mask = None if kernels.active(x) else cache.mask(positions, group)  # one mask for every layer
         h, delta, bias = x, None, None  # the residual stream; a sublayer output (and bias) not yet added
         for i, layer in enumerate(self.layers):
-            h, normed = layer.attention_norm.add(h, delta, bias=bias)
+            h, normed = layer.attention_norm.add(h, delta, bias=bias, defer=True)
             delta, bias = layer.attention(normed, cos, sin, positions, mask, cache, i)
-            h, normed = layer.ffn_norm.add(h, delta, ada_scales[i], bias)
+            h, normed = layer.ffn_norm.add(h, delta, ada_scales[i], bias, defer=True)
             delta, bias = layer.feed_forward(normed)
         _, last = self.norm.add(h[:, -1], delta[:, -1], bias=bias)  # [B, dim]
         return self.tok_embeddings.head(last)  # tied head: [B, vocab]

@@ -113,9 +113,9 @@ class AudioEncoder(nn.Module):
         mask = None if kernels.active(h) else cache.mask(positions)  # one mask for every layer
         delta, bias = None, None  # a sublayer output (and its bias) not yet added to the residual stream h
         for i, layer in enumerate(self.transformer.layers):
-            h, normed = layer.attention_norm.add(h, delta, bias=bias)
+            h, normed = layer.attention_norm.add(h, delta, bias=bias, defer=True)
             delta, bias = layer.attention(normed, cos, sin, positions, mask, cache, i)
-            h, normed = layer.ffn_norm.add(h, delta, bias=bias)
+            h, normed = layer.ffn_norm.add(h, delta, bias=bias, defer=True)
             delta, bias = layer.feed_forward(normed)
         return self.transformer.norm.add(h, delta, bias=bias)[1]
 

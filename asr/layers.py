@@ -8,6 +8,7 @@ Checkpoints in Mistral's original interleaved order are permuted once at load.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,9 @@ from torch import nn
 
 from asr import kernels
 from asr.cache import RingKVCache
+
+if TYPE_CHECKING:
+    from asr.kernels.gemv import NormedInput  # imports Triton: only where the kernels run
 
 
 class RMSNorm(nn.Module):
@@ -37,11 +41,18 @@ class RMSNorm(nn.Module):
         return out if scale is None else out * scale
 
     def add(self, residual: torch.Tensor, delta: torch.Tensor | None, scale: torch.Tensor | None = None,
-            bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+            bias: torch.Tensor | None = None, defer: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor | PendingNorm]:  # fmt: skip
         """The pre-norm step: h = residual + (delta + bias), and norm(h) (* scale).
 
         ``delta`` None: h = residual. ``bias`` is a sublayer's output bias left to this step.
+        ``defer``: the caller hands the norm to one projection through ``project``; with
+        ``kernels.fused_norm()`` on the kernel path it then gets a :class:`PendingNorm`, which a
+        GEMV computes as it loads its input.
         """
+        if defer and kernels.fused_norm() and kernels.active(residual):
+            pending = PendingNorm(self, residual, delta, scale, bias)
+            return pending.h, pending
         if delta is None:
             return residual, self(residual, scale)
         if kernels.active(residual):
@@ -52,10 +63,63 @@ class RMSNorm(nn.Module):
         return h, self(h, scale)
 
 
-def project(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+class PendingNorm:
+    """A pre-norm's output not formed yet: ``norm(residual + (delta + bias)) (* scale)``.
+
+    The projection that reads it may form it as it loads its input (a GEMV form's
+    ``normed_product``, asr/kernels/gemv.py), which saves the norm's own launch; anything else
+    gets ``value()`` from the norm kernel. Either way ``h``, the residual after the add, is
+    written by the time that projection's product exists, so the stream reads it after that.
+    """
+
+    def __init__(self, norm: RMSNorm, residual: torch.Tensor, delta: torch.Tensor | None,
+                 scale: torch.Tensor | None, bias: torch.Tensor | None) -> None:  # fmt: skip
+        self.norm, self.residual, self.delta, self.scale, self.bias = norm, residual, delta, scale, bias
+        self.h = residual if delta is None else torch.empty_like(residual)  # [..., dim]
+        self._value: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.residual.shape
+
+    def value(self) -> torch.Tensor:
+        """The norm's output [..., dim], from the norm kernel (once)."""
+        if self._value is None:
+            if self.delta is None:
+                self._value = self.norm(self.residual, self.scale)
+            else:
+                from asr.kernels.norm import add_rmsnorm
+
+                self._value = add_rmsnorm(self.residual, self.delta, self.norm.weight, self.norm.eps, self.scale,
+                                          self.bias, h=self.h)[1]  # fmt: skip
+        return self._value
+
+    def gemv_input(self) -> tuple[torch.Tensor, NormedInput]:
+        """The residual stream's rows [M, dim] and what a GEMV needs to form the norm from them."""
+        from asr.kernels.gemv import NormedInput
+
+        dim = self.residual.shape[-1]
+        rows = self.residual.reshape(-1, dim)
+        delta = None if self.delta is None else self.delta.reshape(-1, dim)
+        h = None if self.delta is None else self.h.view(-1, dim)
+        return rows, NormedInput(self.norm.weight, self.norm.eps, delta, self.bias, self.scale, h)
+
+
+def materialized(x: torch.Tensor | PendingNorm) -> torch.Tensor:
+    return x.value() if isinstance(x, PendingNorm) else x
+
+
+def project(layer: nn.Module, x: torch.Tensor | PendingNorm) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``layer(x)`` as (product, bias still to add). A repacked quantized layer leaves its bias to
     the kernel that consumes the product (the RoPE ring write, the residual add), which saves a
-    launch per projection; the others add their own (cuBLAS fuses it)."""
+    launch per projection; the others add their own (cuBLAS fuses it). A :class:`PendingNorm` goes
+    to the layer's ``normed_product`` where it has one that takes it."""
+    if isinstance(x, PendingNorm):
+        fused = getattr(layer, "normed_product", None)
+        out = None if fused is None else fused(x)
+        if out is not None:
+            return out
+        x = x.value()
     if getattr(layer, "unbiased", None) is not None and layer.bias is not None:
         return layer.unbiased(x), layer.bias
     return layer(x), None
@@ -75,11 +139,12 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
         self.w13: nn.Module | None = None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor | PendingNorm) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The output as (product, w2's bias still to add): see ``project``."""
         if self.w13 is None:
+            x = materialized(x)
             return project(self.w2, F.silu(self.w1(x)) * self.w3(x))
-        gate_up = self.w13(x)  # [..., 2 * hidden]
+        gate_up, _ = project(self.w13, x)  # [..., 2 * hidden]; w13 has no bias
         if kernels.active(gate_up):
             from asr.kernels.norm import silu_mul
 
@@ -144,7 +209,7 @@ class CachedAttention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | PendingNorm,
         cos: torch.Tensor,
         sin: torch.Tensor,
         positions: torch.Tensor,
@@ -157,13 +222,14 @@ class CachedAttention(nn.Module):
         -> ([B, T, dim], wo's bias still to add: see ``project``)."""
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        if self.wqkv is not None and B == 1 and kernels.active(x):
+        if self.wqkv is not None and B == 1 and kernels.active(x.residual if isinstance(x, PendingNorm) else x):
             from asr.kernels.attention import attention
 
             qkv, qkv_bias = project(self.wqkv, x)  # [1, T, (H + 2 Hkv) D]
             out = attention(qkv, qkv_bias, cos, sin, positions, cache.k[layer], cache.v[layer], cache.slot_pos,
                             cache.window, H)  # fmt: skip  # [1, T, H, D]; the new keys and values are in the ring
             return project(self.wo, out.view(1, T, H * D))
+        x = materialized(x)
         if self.wqkv is not None:
             q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
         else:

@@ -164,7 +164,8 @@ def graphed_stream(model, audio):
     ids = [t.id for start in range(0, len(audio), 1280) for t in session.feed(audio[start : start + 1280])]
     inner = session._inner
     rings = [t.clone() for cache in (inner.enc_cache, inner.dec_cache) for t in (*cache.k, *cache.v)]
-    prefetches = inner._graph.prefetches + sum(g.prefetches for g in inner._encoder_graphs.values())
+    graphs = [inner._graph, *inner._encoder_graphs.values()] if inner._graph is not None else []  # none when eager
+    prefetches = sum(g.prefetches for g in graphs)
     return ids, rings, prefetches
 
 
@@ -209,6 +210,37 @@ def test_cuda_l2_prefetch_changes_no_bit(format_files, fmt, monkeypatch):
     for mode in ("bulk", "lines"):
         assert results[mode][0] == ids
         assert all(torch.equal(a, b) for a, b in zip(results[mode][1], rings, strict=True))
+
+
+@pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
+@pytest.mark.parametrize("fmt", GRAPHED_FORMATS)
+def test_cuda_fused_pre_norms_keep_the_reference_stream(format_files, fmt):
+    """``kernels.norm_fused()``: the GEMVs that form the pre-norms themselves (and write the
+    residual from their first program) keep the fast path's tolerance against transformers,
+    teacher-forced, and graph replay gives the eager ids exactly, so no kernel reads the residual
+    before the program that writes it has finished."""
+    from asr import kernels
+    from tests.test_format_parity import reference_model
+
+    config, written = format_files
+    audio = synthetic_speechlike(12.0, seed=5)
+    hf = reference_model(config, written[fmt].truth).to("cuda")
+    ref_ids, ref_logits = reference_stream(hf, audio, 6, device="cuda")
+    model = asr.load_model(written[fmt].path, device="cuda", dtype=torch.bfloat16)
+    with kernels.norm_fused():
+        own, logits = stream_forced(model, audio, 480, forced_ids=ref_ids)
+        graphed_ids, _, _ = graphed_stream(model, audio)
+        model.use_cuda_graphs = False
+        eager_ids, _, _ = graphed_stream(model, audio)  # the same feeds, every step eager
+        model.use_cuda_graphs = True
+    n = len(ref_ids)
+    diffs = [float((a - b).abs().max()) for a, b in zip(logits[:n], ref_logits, strict=True)]
+    agreement = sum(a == b for a, b in zip(own[:n], ref_ids, strict=True)) / n
+    print(f"fused norms {fmt}: max|dlogit| {max(diffs):.4f}, agreement {agreement:.4f} over {n} steps")
+    assert max(diffs) <= FAST_LOGIT_TOL
+    assert agreement >= FAST_MIN_AGREEMENT
+    assert len(graphed_ids) > 100
+    assert graphed_ids == eager_ids
 
 
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0", "bf16"])

@@ -228,6 +228,68 @@ def test_gemv_takes_the_swiglu_input_bit_for_bit(M, kind):
     assert torch.equal(got, want)
 
 
+def _int8_weight(kind: str, N: int, K: int, gen: torch.Generator) -> tuple:
+    """(codes, scale, offset, group, block_scale) of a random int8 weight: Q8_0-like float16
+    scales, with offsets (Q5_1-like), or Q6_K's int8 sub-scales times a float16 scale per 256."""
+    group = 16 if kind == "int8-q6k" else 32
+    codes = torch.randint(-32 if kind == "int8-q6k" else -128, 32 if kind == "int8-q6k" else 128, (N, K),
+                          dtype=torch.int8, generator=gen).to(DEVICE)  # fmt: skip
+    if kind == "int8-q6k":
+        scale = torch.randint(-128, 128, (N, K // group), dtype=torch.int8, generator=gen).to(DEVICE)
+        block = (torch.rand(N, K // 256, generator=gen) * 1e-3).to(torch.float16).to(DEVICE)
+    else:
+        scale, block = (torch.rand(N, K // group, generator=gen) * 0.01).to(torch.float16).to(DEVICE), None
+    offset = (torch.randn(N, K // group, generator=gen) * 0.01).to(DEVICE) if kind == "int8-offsets" else None
+    return codes, scale, offset, group, block
+
+
+@pytest.mark.parametrize("M", [1, 4])
+@pytest.mark.parametrize("parts", ["plain", "delta", "delta+bias+scale"])
+@pytest.mark.parametrize("kind", ["dense", "int8", "int8-q6k"])
+def test_gemv_forms_the_pre_norm_input_itself(M, parts, kind):
+    """norm=NormedInput: the GEMV reads the residual stream and forms the pre-norm's output as it
+    loads it. The new residual h it writes equals the norm kernel's bit for bit; the product
+    equals add_rmsnorm then the plain GEMV up to the sum of squares' order (the normalised input
+    may move by one bf16 unit here and there), checked against a float32 product of the norm
+    kernel's own output."""
+    from asr.kernels.gemv import NormedInput, dense_gemv, int8_gemv
+    from asr.kernels.norm import add_rmsnorm, rmsnorm
+
+    gen = torch.Generator().manual_seed(M * 7 + len(parts))
+    # Decoder K = 3072 and encoder K = 1280 both leave a partial step of the 1024-column sum.
+    N, K = 72, 1280 if kind == "int8-q6k" else 3072
+    bf16 = torch.bfloat16
+
+    def rand(*shape: int, s: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=gen) * s).to(bf16).to(DEVICE)
+
+    x, gain = rand(M, K, s=3.0), rand(K)
+    delta = rand(M, K) if parts != "plain" else None
+    bias = rand(K, s=0.1) if "bias" in parts else None
+    scale = (1 + rand(K, s=0.1).float()).to(bf16) if "scale" in parts else None
+    if delta is None:
+        h_want, normed = x, rmsnorm(x, gain, 1e-5, scale)
+    else:
+        h_want, normed = add_rmsnorm(x, delta, gain, 1e-5, scale, bias)
+    h = torch.full_like(x, float("nan")) if delta is not None else None
+    norm = NormedInput(gain, 1e-5, delta, bias, scale, h)
+    if kind == "dense":
+        w = rand(N, K)
+        got, plain, exact = dense_gemv(x, w, norm=norm), dense_gemv(normed, w), normed.float() @ w.float().T
+    else:
+        args = _int8_weight(kind, N, K, gen)
+        codes, sc, off, group, block = args
+        values = sc.float() if block is None else sc.float() * block.float().repeat_interleave(256 // group, dim=1)
+        w = (codes.float().view(N, K // group, group) * values[..., None]).view(N, K)
+        got, plain, exact = int8_gemv(x, *args, norm=norm), int8_gemv(normed, *args), normed.float() @ w.T
+    if h is not None:
+        assert torch.equal(h, h_want)
+    assert got.shape == (M, N)
+    assert (got.float() - exact).abs().max() <= 2**-7 * exact.abs().max()
+    differs = (got != plain).float().mean().item()
+    assert differs <= 0.05, f"{differs:.1%} of the products differ from the unfused ones"
+
+
 def test_swiglu_hands_gate_up_to_the_down_projection_unless_told_not_to(monkeypatch):
     """SwiGLU with a GEMV form as w2 calls its glu_product (one launch fewer) and gives the same
     bits as the separate activation kernel, which ``kernels.swiglu_unfused()`` brings back."""
@@ -252,6 +314,58 @@ def test_swiglu_hands_gate_up_to_the_down_projection_unless_told_not_to(monkeypa
     assert torch.equal(fused, plain)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # silu of random codes
+@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("form", ["dense", "int8"])
+def test_a_deferred_pre_norm_is_formed_by_the_projection_that_reads_it(monkeypatch, form, rows):
+    """With ``kernels.norm_fused()``, RMSNorm.add(defer=True) hands a PendingNorm on, and a GEMV
+    form of the projection reading it (dense at one row, int8 up to eight) forms the norm as it
+    loads its input: the norm's launch goes away. The residual it writes equals the unfused one
+    bit for bit and the output agrees within the norm's summation order; a form that cannot
+    (dense at four rows runs on cuBLAS) gets the norm kernel's output, and the same bits."""
+    import numpy as np
+    from gguf import GGMLQuantizationType
+
+    from asr.fuse import accelerate
+    from asr.layers import PendingNorm, SwiGLU
+    from asr.quant.fast import Int8Linear
+    from asr.quant.tensor import QuantizedTensor
+    from asr.quant.types import QUANT_TYPES_BY_NAME
+    from tests.gguf_fixtures import random_quant_bytes
+
+    gen = torch.Generator().manual_seed(rows)
+    dim, hidden = 256, 320
+    ffn = SwiGLU(dim, hidden, w2_bias=False)
+    for p in ffn.parameters():
+        p.data = torch.randn(p.shape, generator=gen).to(torch.bfloat16) * 0.1
+    accelerate(ffn)
+    if form == "int8":
+        packed = random_quant_bytes(np.random.default_rng(rows), GGMLQuantizationType.Q8_0, 2 * hidden, dim)
+        qweight = QuantizedTensor(torch.from_numpy(packed), QUANT_TYPES_BY_NAME["Q8_0"], (2 * hidden, dim))
+        ffn.w13 = Int8Linear(qweight, None, torch.bfloat16)
+    ffn = ffn.to(DEVICE)
+    calls = []
+    real = type(ffn.w13).normed_product
+    monkeypatch.setattr(type(ffn.w13), "normed_product", lambda self, pn: calls.append(pn.shape) or real(self, pn))
+    norm = RMSNorm(dim, 1e-5).to(DEVICE)
+    norm.weight.data = (1 + torch.randn(dim, generator=gen) * 0.1).to(DEVICE, torch.bfloat16)
+    x, delta = (torch.randn(2, 1, rows, dim, generator=gen) * 2).to(DEVICE, torch.bfloat16)
+    scale = (1 + torch.randn(dim, generator=gen) * 0.1).to(DEVICE, torch.bfloat16)
+    with kernels.norm_fused(False):
+        h_plain, normed = norm.add(x, delta, scale, defer=True)
+        plain, _ = ffn(normed)
+    with kernels.norm_fused():
+        h, pending = norm.add(x, delta, scale, defer=True)
+        assert isinstance(pending, PendingNorm)
+        fused, _ = ffn(pending)
+    assert len(calls) == 1
+    assert torch.equal(h, h_plain)
+    if form == "dense" and rows > 1:  # cuBLAS takes the norm kernel's output
+        assert torch.equal(fused, plain)
+    else:
+        assert (fused.float() - plain.float()).abs().max() <= 2**-6 * plain.float().abs().max()
+
+
 @pytest.mark.parametrize("kind", ["dense", "int8"])
 def test_every_gemv_tile(kind):
     """Each tile the GPU autotuner may pick (the interpreter always runs one wide tile), called
@@ -265,6 +379,7 @@ def test_every_gemv_tile(kind):
     for M in (1, 3, 8):
         x = torch.randn(M, K, generator=gen).to(torch.bfloat16)
         x_dev = x.to(DEVICE)
+        plain, _ = gemv._norm_args(x_dev, None)  # no pre-norm in the input
         y = torch.empty(M, N, dtype=torch.bfloat16, device=DEVICE)
         if kind == "dense":
             w = torch.randn(N, K, generator=gen).to(torch.bfloat16)
@@ -272,8 +387,9 @@ def test_every_gemv_tile(kind):
             w = w.to(DEVICE)
             for bn, bk, warps, reduce_each in gemv._DENSE_TILES:
                 gemv._dense_gemv_kernel.fn[(triton.cdiv(N, bn),)](
-                    x_dev, w, y, M, N, K, M_PAD=gemv._pad(M), BLOCK_N=bn, BLOCK_K=bk,
-                    REDUCE_EACH=reduce_each, GLU=False, num_warps=warps, **kernels.launch_options(x_dev))  # fmt: skip
+                    x_dev, w, y, *plain, M, N, K, M_PAD=gemv._pad(M), BLOCK_N=bn, BLOCK_K=bk,
+                    REDUCE_EACH=reduce_each, GLU=False, NORM=0, num_warps=warps,
+                    **kernels.launch_options(x_dev))  # fmt: skip
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, reduce_each, M)
         else:
             codes = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=gen)
@@ -282,8 +398,9 @@ def test_every_gemv_tile(kind):
             codes, scale = codes.to(DEVICE), scale.to(DEVICE)
             for bn, bk, warps, stages in gemv._INT8_TILES:
                 gemv._int8_gemv_kernel.fn[(triton.cdiv(N, bn),)](
-                    x_dev, codes, scale, scale, scale, y, M, N, K, G=G, M_PAD=gemv._pad(M), HAS_OFFSET=False,
-                    SUPER=0, BLOCK_N=bn, BLOCK_K=bk, GLU=False, num_warps=warps, num_stages=stages,
+                    x_dev, codes, scale, scale, scale, y, *plain, M, N, K, G=G, M_PAD=gemv._pad(M),
+                    HAS_OFFSET=False, SUPER=0, BLOCK_N=bn, BLOCK_K=bk, GLU=False, NORM=0, num_warps=warps,
+                    num_stages=stages,
                     **kernels.launch_options(x_dev))  # fmt: skip
                 assert (y.float().cpu() - want).abs().max() <= 2**-8 * want.abs().max(), (bn, bk, M)
 

@@ -27,7 +27,8 @@ from functools import cache, lru_cache
 import torch
 
 _state = {"enabled": os.environ.get("VOXCAP_KERNELS", "1") != "0", "cpu": False,
-          "pdl": os.environ.get("VOXCAP_PDL", "1") != "0", "fused_swiglu": True}
+          "pdl": os.environ.get("VOXCAP_PDL", "1") != "0", "fused_swiglu": True,
+          "fused_norm": os.environ.get("VOXCAP_FUSED_NORM", "0") == "1"}
 
 
 @lru_cache(maxsize=1)
@@ -86,6 +87,17 @@ def fused_swiglu() -> bool:
 def swiglu_unfused() -> contextlib.AbstractContextManager[None]:
     """Run SwiGLU's activation as its own kernel inside the block (A/B benchmarks, tests)."""
     return _setting("fused_swiglu", False)
+
+
+def fused_norm() -> bool:
+    """Whether a pre-norm leaves its work to the GEMV that reads its output (asr/layers.py
+    ``PendingNorm``). Off unless ``VOXCAP_FUSED_NORM=1`` until a GPU has timed it."""
+    return _state["fused_norm"]
+
+
+def norm_fused(on: bool = True) -> contextlib.AbstractContextManager[None]:
+    """Fuse pre-norms into the GEMVs that read them (or not, ``on=False``) inside the block."""
+    return _setting("fused_norm", on)
 
 
 def disabled() -> contextlib.AbstractContextManager[None]:

@@ -56,18 +56,20 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tens
 
 
 def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
-                scale: torch.Tensor | None = None, bias: torch.Tensor | None = None
+                scale: torch.Tensor | None = None, bias: torch.Tensor | None = None, h: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """h = x + (delta + bias), and weight * rmsnorm(h) (* scale), in one pass: x, delta [..., D]."""
-    return _launch(x, delta, weight, eps, scale, bias)
+    """h = x + (delta + bias), and weight * rmsnorm(h) (* scale), in one pass: x, delta [..., D].
+    ``h``: a contiguous tensor like x to write the sum into (else a new one)."""
+    return _launch(x, delta, weight, eps, scale, bias, h)
 
 
 def _launch(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float,
-            scale: torch.Tensor | None, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+            scale: torch.Tensor | None, bias: torch.Tensor | None, h_out: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     D = x.shape[-1]
     flat = x.reshape(-1, D).contiguous()
     out = torch.empty_like(flat)
-    h = flat if delta is None else torch.empty_like(flat)
+    h = flat if delta is None else torch.empty_like(flat) if h_out is None else h_out.view(-1, D)
     _rmsnorm_kernel[(flat.shape[0],)](
         flat, flat if delta is None else delta.reshape(-1, D).contiguous(), weight if bias is None else bias, h,
         weight, weight if scale is None else scale, out, D, eps,

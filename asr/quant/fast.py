@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,9 @@ from asr import kernels, prefetch
 from asr.quant.linear import QLinear
 from asr.quant.tensor import QuantizedTensor
 from asr.quant.types import QuantType
+
+if TYPE_CHECKING:
+    from asr.layers import PendingNorm
 
 INT4_GROUP = 32
 # Rows converted per chunk: bounds the int32 temporaries (4096 x 9216 x 4 B = 151 MB). A multiple
@@ -95,6 +99,17 @@ class DenseLinear(nn.Linear):
         prefetch.before_product(self)
         y = dense_gemv(flat, self.weight, glu=True)
         return y.view(*gate_up.shape[:-1], self.out_features), self.bias
+
+    def normed_product(self, pending: PendingNorm) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(this weight times a pre-norm's output, the bias still to add), the norm formed inside
+        the dense GEMV (one row), which also writes the residual; None where that does not run."""
+        rows, norm = pending.gemv_input()
+        if rows.shape[0] > DENSE_GEMV_ROWS or not dense_gemv_applies(rows, self.weight):
+            return None
+        from asr.kernels.gemv import dense_gemv
+
+        prefetch.before_product(self)
+        return dense_gemv(rows, self.weight, norm=norm).view(*pending.shape[:-1], self.out_features), self.bias
 
     def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
         return self.weight.to(dtype)
@@ -363,6 +378,18 @@ class Int8Linear(nn.Module):
         y = int8_gemv(flat.to(self.compute_dtype), self.codes, self.scale, self.offset, self.group, self.block_scale,
                       glu=True)  # fmt: skip
         return y.view(*gate_up.shape[:-1], self.out_features), self.bias
+
+    def normed_product(self, pending: PendingNorm) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(this weight times a pre-norm's output, the bias still to add), the norm formed inside
+        the GEMV (up to 8 rows), which also writes the residual; None where that does not run."""
+        rows, norm = pending.gemv_input()
+        if rows.shape[0] > MAX_GEMV_ROWS or rows.dtype != self.compute_dtype or not kernels.active(rows):
+            return None
+        from asr.kernels.gemv import int8_gemv
+
+        prefetch.before_product(self)
+        y = int8_gemv(rows, self.codes, self.scale, self.offset, self.group, self.block_scale, norm=norm)
+        return y.view(*pending.shape[:-1], self.out_features), self.bias
 
     def _forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.compute_dtype)

@@ -10,7 +10,8 @@ import time
 # Storage types of --random weights (asr.weights.random; listed here so the CLI starts without torch).
 RANDOM_QUANTS = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 PROFILE_ROWS = 25  # rows of --profile printed (--json has them all)
-AB_KNOBS = ("pdl", "fused-swiglu", "l2-prefetch")  # asr.bench.AB_KNOBS (named here so the CLI starts without torch)
+# asr.bench.AB_KNOBS, named here so the CLI starts without torch
+AB_KNOBS = ("pdl", "fused-swiglu", "l2-prefetch", "fused-norm")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(CPU: per operator), per step")  # fmt: skip
     parser.add_argument("--ab", choices=AB_KNOBS, metavar="KNOB",
                         help="A/B in one process: alternate the settings of KNOB (pdl: dependent launch on/off; "
-                             "fused-swiglu: on/off; l2-prefetch: 0/bulk/lines) for --repeat rounds and compare "
+                             "fused-swiglu: on/off; l2-prefetch: 0/bulk/lines; fused-norm: off/on) for --repeat rounds "
+                             "and compare "
                              "their totals")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=2, metavar="N", help="rounds of --ab (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
