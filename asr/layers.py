@@ -75,7 +75,8 @@ class PendingNorm:
     def __init__(self, norm: RMSNorm, residual: torch.Tensor, delta: torch.Tensor | None,
                  scale: torch.Tensor | None, bias: torch.Tensor | None) -> None:  # fmt: skip
         self.norm, self.residual, self.delta, self.scale, self.bias = norm, residual, delta, scale, bias
-        self.h = residual if delta is None else torch.empty_like(residual)  # [..., dim]
+        # [..., dim], contiguous whatever the residual's strides: the GEMV writes it as rows.
+        self.h = residual if delta is None else residual.new_empty(residual.shape)
         self._value: torch.Tensor | None = None
 
     @property
