@@ -86,13 +86,10 @@ class PendingNorm:
     def value(self) -> torch.Tensor:
         """The norm's output [..., dim], from the norm kernel (once)."""
         if self._value is None:
-            if self.delta is None:
-                self._value = self.norm(self.residual, self.scale)
-            else:
-                from asr.kernels.norm import add_rmsnorm
+            from asr.kernels.norm import add_rmsnorm
 
-                self._value = add_rmsnorm(self.residual, self.delta, self.norm.weight, self.norm.eps, self.scale,
-                                          self.bias, h=self.h)[1]  # fmt: skip
+            self._value = add_rmsnorm(self.residual, self.delta, self.norm.weight, self.norm.eps, self.scale,
+                                      self.bias, h=self.h)[1]  # fmt: skip
         return self._value
 
     def gemv_input(self) -> tuple[torch.Tensor, NormedInput]:

@@ -197,37 +197,6 @@ def test_dense_gemv(M, dtype):
         dense_gemv(torch.zeros(9, K, dtype=dtype, device=DEVICE), w.to(DEVICE))
 
 
-@pytest.mark.parametrize("M", [1, 4])
-@pytest.mark.parametrize("kind", ["dense", "int8", "int8-offsets", "int8-q6k"])
-def test_gemv_takes_the_swiglu_input_bit_for_bit(M, kind):
-    """glu=True: the GEMV reads SwiGLU's [gate | up] and forms silu(gate) * up itself. Its output
-    equals silu_mul then the plain GEMV exactly (the same rounded inputs, the same sums)."""
-    from asr.kernels.gemv import dense_gemv, int8_gemv
-    from asr.kernels.norm import silu_mul
-
-    gen = torch.Generator().manual_seed(M)
-    # The decoder's w2 takes K = 9216; any K the tiles do not divide will do (Q6_K: whole blocks of 256).
-    N, K = 72, 1280 if kind == "int8-q6k" else 1056
-    gate_up = (torch.randn(M, 2 * K, generator=gen) * 3).to(torch.bfloat16).to(DEVICE)
-    if kind == "dense":
-        w = torch.randn(N, K, generator=gen).to(torch.bfloat16).to(DEVICE)
-        got, want = dense_gemv(gate_up, w, glu=True), dense_gemv(silu_mul(gate_up), w)
-    else:
-        group = 16 if kind == "int8-q6k" else 32
-        codes = torch.randint(-32 if kind == "int8-q6k" else -128, 32 if kind == "int8-q6k" else 128, (N, K),
-                              dtype=torch.int8, generator=gen).to(DEVICE)  # fmt: skip
-        if kind == "int8-q6k":  # int8 sub-scales times a float16 scale per 256
-            scale = torch.randint(-128, 128, (N, K // group), dtype=torch.int8, generator=gen).to(DEVICE)
-            block = (torch.rand(N, K // 256, generator=gen) * 1e-3).to(torch.float16).to(DEVICE)
-        else:
-            scale, block = (torch.rand(N, K // group, generator=gen) * 0.01).to(torch.float16).to(DEVICE), None
-        offset = (torch.randn(N, K // group, generator=gen) * 0.01).to(DEVICE) if kind == "int8-offsets" else None
-        args = (codes, scale, offset, group, block)
-        got, want = int8_gemv(gate_up, *args, glu=True), int8_gemv(silu_mul(gate_up), *args)
-    assert got.shape == (M, N)
-    assert torch.equal(got, want)
-
-
 def _int8_weight(kind: str, N: int, K: int, gen: torch.Generator) -> tuple:
     """(codes, scale, offset, group, block_scale) of a random int8 weight: Q8_0-like float16
     scales, with offsets (Q5_1-like), or Q6_K's int8 sub-scales times a float16 scale per 256."""
@@ -244,6 +213,28 @@ def _int8_weight(kind: str, N: int, K: int, gen: torch.Generator) -> tuple:
 
 
 @pytest.mark.parametrize("M", [1, 4])
+@pytest.mark.parametrize("kind", ["dense", "int8", "int8-offsets", "int8-q6k"])
+def test_gemv_takes_the_swiglu_input_bit_for_bit(M, kind):
+    """glu=True: the GEMV reads SwiGLU's [gate | up] and forms silu(gate) * up itself. Its output
+    equals silu_mul then the plain GEMV exactly (the same rounded inputs, the same sums)."""
+    from asr.kernels.gemv import dense_gemv, int8_gemv
+    from asr.kernels.norm import silu_mul
+
+    gen = torch.Generator().manual_seed(M)
+    # The decoder's w2 takes K = 9216; any K the tiles do not divide will do (Q6_K: whole blocks of 256).
+    N, K = 72, 1280 if kind == "int8-q6k" else 1056
+    gate_up = (torch.randn(M, 2 * K, generator=gen) * 3).to(torch.bfloat16).to(DEVICE)
+    if kind == "dense":
+        w = torch.randn(N, K, generator=gen).to(torch.bfloat16).to(DEVICE)
+        got, want = dense_gemv(gate_up, w, glu=True), dense_gemv(silu_mul(gate_up), w)
+    else:
+        args = _int8_weight(kind, N, K, gen)
+        got, want = int8_gemv(gate_up, *args, glu=True), int8_gemv(silu_mul(gate_up), *args)
+    assert got.shape == (M, N)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("M", [1, 4])
 @pytest.mark.parametrize("parts", ["plain", "delta", "delta+bias+scale"])
 @pytest.mark.parametrize("kind", ["dense", "int8", "int8-q6k"])
 def test_gemv_forms_the_pre_norm_input_itself(M, parts, kind):
@@ -256,7 +247,8 @@ def test_gemv_forms_the_pre_norm_input_itself(M, parts, kind):
     from asr.kernels.norm import add_rmsnorm, rmsnorm
 
     gen = torch.Generator().manual_seed(M * 7 + len(parts))
-    # Decoder K = 3072 and encoder K = 1280 both leave a partial step of the 1024-column sum.
+    # The decoder's K = 3072 (three whole steps of the 1024-column sum of squares) and the
+    # encoder's K = 1280 (a partial last step).
     N, K = 72, 1280 if kind == "int8-q6k" else 3072
     bf16 = torch.bfloat16
 

@@ -55,11 +55,12 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tens
     return _launch(x, None, weight, eps, scale, None)[1]
 
 
-def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float,
+def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float,
                 scale: torch.Tensor | None = None, bias: torch.Tensor | None = None, h: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """h = x + (delta + bias), and weight * rmsnorm(h) (* scale), in one pass: x, delta [..., D].
-    ``h``: a contiguous tensor like x to write the sum into (else a new one)."""
+    ``h``: a contiguous tensor like x to write the sum into (else a new one). ``delta`` None: h is
+    x and nothing is written, as :func:`rmsnorm`."""
     return _launch(x, delta, weight, eps, scale, bias, h)
 
 
